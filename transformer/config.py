@@ -1,0 +1,146 @@
+"""Typed, frozen configuration: ModelConfig (here), plus YAML loading and `--set a.b=c` overrides.
+
+Every dataclass validates itself in __post_init__ and raises ValueError naming the offending values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def from_dict(cls: type[T], values: dict[str, Any], where: str) -> T:
+    """Build dataclass `cls` from a dict; an unknown key is an error that suggests the closest name."""
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    for key in values:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean {where}.{close[0]}?" if close else f"; valid keys: {', '.join(names)}"
+            raise ValueError(f"unknown config key {where}.{key}{hint}")
+    return cls(**values)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b=c` overrides to a nested dict; values are parsed as YAML (so 3, 0.1, true, [1, 2] work)."""
+    tree = {k: (dict(v) if isinstance(v, dict) else v) for k, v in tree.items()}
+    for item in overrides:
+        path, sep, raw = item.partition("=")
+        if not sep or not path:
+            raise ValueError(f"override {item!r} is not of the form section.key=value, e.g. train.max_steps=100")
+        *parents, leaf = path.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {part!r} is a value, not a section")
+        node[leaf] = yaml.safe_load(raw)
+    return tree
+
+
+def load_yaml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file {path!r} not found; presets live in configs/") from None
+    if not isinstance(tree, dict):
+        raise ValueError(f"config file {path!r} must hold a mapping of sections, got {type(tree).__name__}")
+    return tree
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyperparameters of an encoder-decoder Transformer, named as in the paper."""
+
+    src_vocab_size: int = 8000
+    tgt_vocab_size: int = 8000
+    d_model: int = 512
+    n_heads: int = 8
+    d_ff: int = 2048
+    n_encoder_layers: int = 6
+    n_decoder_layers: int = 6
+    dropout: float = 0.1  # P_drop on sublayer outputs and on embeddings + positions (section 5.4)
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
+    activation: str = "relu"
+    norm_first: bool = False  # False: post-LN as in the paper; True: pre-LN
+    positional: str = "sinusoidal"  # or "learned"
+    max_positions: int = 1024  # size of a learned table; sinusoidal encodings have no limit
+    share_embeddings: bool = True  # one embedding for source and target (needs a joint vocabulary)
+    tie_output: bool = True  # output projection shares the target embedding matrix (section 3.4)
+    scale_embedding: bool = True  # multiply embeddings by sqrt(d_model)
+    layer_norm_eps: float = 1e-5
+    pad_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff", "max_positions"):
+            _check(getattr(self, name) > 0, f"model.{name}={getattr(self, name)} must be positive")
+        _check(self.n_encoder_layers >= 0 and self.n_decoder_layers > 0,
+               f"need n_encoder_layers >= 0 and n_decoder_layers > 0, got "
+               f"{self.n_encoder_layers} and {self.n_decoder_layers}")
+        _check(self.d_model % self.n_heads == 0,
+               f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "
+               f"choose n_heads that divides d_model (d_head = d_model // n_heads)")
+        for name in ("dropout", "attention_dropout", "activation_dropout"):
+            _check(0.0 <= getattr(self, name) < 1.0, f"model.{name}={getattr(self, name)} must be in [0, 1)")
+        _check(self.activation in ("relu", "gelu"), f"model.activation={self.activation!r}: use 'relu' or 'gelu'")
+        _check(self.positional in ("sinusoidal", "learned"),
+               f"model.positional={self.positional!r}: use 'sinusoidal' or 'learned'")
+        _check(self.positional != "sinusoidal" or self.d_model % 2 == 0,
+               f"sinusoidal positions need an even d_model, got {self.d_model}")
+        _check(not self.share_embeddings or self.src_vocab_size == self.tgt_vocab_size,
+               f"share_embeddings needs one joint vocabulary, but src_vocab_size={self.src_vocab_size} "
+               f"!= tgt_vocab_size={self.tgt_vocab_size}; set share_embeddings=false or use a joint tokenizer")
+        ids = {"pad_id": self.pad_id, "bos_id": self.bos_id, "eos_id": self.eos_id}
+        _check(len(set(ids.values())) == 3, f"special ids must differ, got {ids}")
+        for name, value in ids.items():
+            _check(0 <= value < min(self.src_vocab_size, self.tgt_vocab_size),
+                   f"model.{name}={value} is outside the vocabulary (size {self.tgt_vocab_size})")
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_heads
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def preset(cls, name: str, **changes: Any) -> ModelConfig:
+        """`base` and `big` are Table 3 of the paper; `small` and `tiny` fit a CPU."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
+        return from_dict(cls, {**PRESETS[name], **changes}, "model")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "base": dict(d_model=512, n_heads=8, d_ff=2048, n_encoder_layers=6, n_decoder_layers=6, dropout=0.1),
+    "big": dict(d_model=1024, n_heads=16, d_ff=4096, n_encoder_layers=6, n_decoder_layers=6, dropout=0.3),
+    "small": dict(d_model=256, n_heads=4, d_ff=1024, n_encoder_layers=3, n_decoder_layers=3, dropout=0.1),
+    "tiny": dict(d_model=64, n_heads=4, d_ff=256, n_encoder_layers=2, n_decoder_layers=2, dropout=0.0),
+}
+
+
+def model_config_from_dict(values: dict[str, Any]) -> ModelConfig:
+    """`{preset: small, d_model: 128, ...}` -> ModelConfig (the preset first, then the explicit keys)."""
+    values = dict(values)
+    preset = values.pop("preset", None)
+    if preset is None:
+        return from_dict(ModelConfig, values, "model")
+    return ModelConfig.preset(preset, **values)

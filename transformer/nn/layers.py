@@ -1,0 +1,169 @@
+"""Position-wise feed-forward (section 3.3) and the encoder and decoder layers and stacks (section 3.1).
+
+Shapes: B batch, S source length, T target length, D d_model.
+Post-LN as in the paper, x = LayerNorm(x + Sublayer(x)); pre-LN option, x = x + Sublayer(LayerNorm(x)),
+whose stack ends with one final LayerNorm (post-LN stacks have none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from transformer.nn.attention import KVCache, MultiHeadAttention
+
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu, "gelu": F.gelu}
+
+
+class FeedForward(nn.Module):
+    """FFN(x) = act(x W1 + b1) W2 + b2, applied to each position separately."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0, activation: str = "relu"):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r} is not supported; choose one of {sorted(ACTIVATIONS)}")
+        self.fc1 = nn.Linear(d_model, d_ff)
+        self.fc2 = nn.Linear(d_ff, d_model)
+        self.activation = ACTIVATIONS[activation]
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.dropout(self.activation(self.fc1(x))))  # (B, T, D)
+
+
+class Residual(nn.Module):
+    """A residual connection around a sublayer, with dropout on the sublayer output and a LayerNorm
+    after the sum (post-LN, the paper) or before the sublayer (pre-LN)."""
+
+    def __init__(self, d_model: int, dropout: float, norm_first: bool, eps: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+        self.norm_first = norm_first
+
+    def forward(self, x: Tensor, sublayer: Callable[[Tensor], Tensor]) -> Tensor:
+        if self.norm_first:
+            return x + self.dropout(sublayer(self.norm(x)))
+        return self.norm(x + self.dropout(sublayer(x)))
+
+
+class EncoderLayer(nn.Module):
+    """Self-attention, then feed-forward, each inside a residual connection.
+
+    `dropout` is the paper's P_drop on each sublayer output; `attention_dropout` drops attention weights
+    and `activation_dropout` the hidden units of the feed-forward (both 0 in the paper).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        d_ff: int,
+        dropout: float = 0.1,
+        activation: str = "relu",
+        norm_first: bool = False,
+        eps: float = 1e-5,
+        attention_dropout: float = 0.0,
+        activation_dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(d_model, n_heads, attention_dropout)
+        self.self_attn_block = Residual(d_model, dropout, norm_first, eps)
+        self.ff = FeedForward(d_model, d_ff, activation_dropout, activation)
+        self.ff_block = Residual(d_model, dropout, norm_first, eps)
+        self.attn_weights: Tensor | None = None
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, need_weights: bool = False) -> Tensor:
+        def attend(h: Tensor) -> Tensor:
+            out, self.attn_weights = self.self_attn(h, mask=mask, need_weights=need_weights)
+            return out
+
+        x = self.self_attn_block(x, attend)  # (B, S, D)
+        return self.ff_block(x, self.ff)  # (B, S, D)
+
+
+class DecoderLayer(nn.Module):
+    """Masked self-attention, cross-attention over the encoder memory, then feed-forward."""
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        d_ff: int,
+        dropout: float = 0.1,
+        activation: str = "relu",
+        norm_first: bool = False,
+        eps: float = 1e-5,
+        attention_dropout: float = 0.0,
+        activation_dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(d_model, n_heads, attention_dropout)
+        self.self_attn_block = Residual(d_model, dropout, norm_first, eps)
+        self.cross_attn = MultiHeadAttention(d_model, n_heads, attention_dropout)
+        self.cross_attn_block = Residual(d_model, dropout, norm_first, eps)
+        self.ff = FeedForward(d_model, d_ff, activation_dropout, activation)
+        self.ff_block = Residual(d_model, dropout, norm_first, eps)
+        self.self_attn_weights: Tensor | None = None
+        self.cross_attn_weights: Tensor | None = None
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor,
+        self_mask: Tensor | None = None,
+        memory_mask: Tensor | None = None,
+        cache: tuple[KVCache, KVCache] | None = None,
+        need_weights: bool = False,
+    ) -> Tensor:
+        self_cache, cross_cache = cache if cache is not None else (None, None)
+
+        def attend_self(h: Tensor) -> Tensor:
+            out, self.self_attn_weights = self.self_attn(h, None, self_mask, self_cache, need_weights)
+            return out
+
+        def attend_memory(h: Tensor) -> Tensor:
+            out, self.cross_attn_weights = self.cross_attn(h, memory, memory_mask, cross_cache, need_weights)
+            return out
+
+        x = self.self_attn_block(x, attend_self)  # (B, T, D)
+        x = self.cross_attn_block(x, attend_memory)  # (B, T, D)
+        return self.ff_block(x, self.ff)  # (B, T, D)
+
+
+class Encoder(nn.Module):
+    """N encoder layers; pre-LN stacks end with a LayerNorm."""
+
+    def __init__(self, layers: list[EncoderLayer], final_norm: nn.LayerNorm | None = None):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.final_norm = final_norm
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, need_weights: bool = False) -> Tensor:
+        for layer in self.layers:
+            x = layer(x, mask, need_weights)  # (B, S, D)
+        return x if self.final_norm is None else self.final_norm(x)
+
+
+class Decoder(nn.Module):
+    """N decoder layers; pre-LN stacks end with a LayerNorm."""
+
+    def __init__(self, layers: list[DecoderLayer], final_norm: nn.LayerNorm | None = None):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.final_norm = final_norm
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor,
+        self_mask: Tensor | None = None,
+        memory_mask: Tensor | None = None,
+        cache: list[tuple[KVCache, KVCache]] | None = None,
+        need_weights: bool = False,
+    ) -> Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x, memory, self_mask, memory_mask, None if cache is None else cache[i], need_weights)
+        return x if self.final_norm is None else self.final_norm(x)  # (B, T, D)
