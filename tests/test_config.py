@@ -1,0 +1,41 @@
+import pytest
+
+from transformer.config import ModelConfig, apply_overrides, model_config_from_dict
+
+
+def test_presets_are_table_3_and_validate():
+    base, big = ModelConfig.preset("base"), ModelConfig.preset("big")
+    assert (base.d_model, base.n_heads, base.d_ff, base.n_encoder_layers, base.dropout) == (512, 8, 2048, 6, 0.1)
+    assert (big.d_model, big.n_heads, big.d_ff, big.dropout) == (1024, 16, 4096, 0.3)
+    assert base.d_head == 64
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(d_model=100, n_heads=8), r"d_model=100 is not divisible by n_heads=8"),
+        (dict(dropout=1.0), r"model.dropout=1.0 must be in \[0, 1\)"),
+        (dict(eos_id=0), r"special ids must differ, got \{'pad_id': 0, 'bos_id': 1, 'eos_id': 0\}"),
+        (dict(src_vocab_size=100), r"src_vocab_size=100 != tgt_vocab_size=8000"),
+        (dict(positional="rotary"), r"positional='rotary'"),
+    ],
+)
+def test_bad_model_config_names_the_values(changes, message):
+    with pytest.raises(ValueError, match=message):
+        ModelConfig.preset("small", **changes)
+
+
+def test_unknown_key_suggests_the_closest_and_unknown_preset_lists_them():
+    with pytest.raises(ValueError, match=r"unknown config key model.d_modle; did you mean model.d_model\?"):
+        model_config_from_dict({"preset": "tiny", "d_modle": 3})
+    expected = r"unknown model preset 'huge'; choose one of \['base', 'big', 'small', 'tiny'\]"
+    with pytest.raises(ValueError, match=expected):
+        ModelConfig.preset("huge")
+
+
+def test_overrides_parse_yaml_values_into_nested_sections():
+    tree = apply_overrides({"model": {"preset": "tiny"}}, ["model.dropout=0.3", "train.max_steps=10", "x.y=[1, 2]"])
+    assert tree == {"model": {"preset": "tiny", "dropout": 0.3}, "train": {"max_steps": 10}, "x": {"y": [1, 2]}}
+    assert model_config_from_dict(tree["model"]).dropout == 0.3
+    with pytest.raises(ValueError, match=r"override 'model.dropout' is not of the form section.key=value"):
+        apply_overrides({}, ["model.dropout"])
