@@ -144,3 +144,140 @@ def model_config_from_dict(values: dict[str, Any]) -> ModelConfig:
     if preset is None:
         return from_dict(ModelConfig, values, "model")
     return ModelConfig.preset(preset, **values)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the parallel text comes from and how it is tokenized.
+
+    corpus: "bible" (codes `src`/`tgt`, held-out books split), "files" (one segment a line) or "tsv".
+    For "files": train_src/train_tgt (+ valid_*, test_*); for "tsv": train_tsv (+ valid_tsv, test_tsv).
+    """
+
+    corpus: str = "bible"
+    src: str = "e"
+    tgt: str = "2"
+    train_src: str | None = None
+    train_tgt: str | None = None
+    valid_src: str | None = None
+    valid_tgt: str | None = None
+    test_src: str | None = None
+    test_tgt: str | None = None
+    train_tsv: str | None = None
+    valid_tsv: str | None = None
+    test_tsv: str | None = None
+    vocab_size: int = 8000
+    min_frequency: int = 2
+    max_len: int = 256  # pairs with a side longer than this many tokens are dropped from training
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "src", str(self.src))  # YAML reads the Bible code 2 as a number
+        object.__setattr__(self, "tgt", str(self.tgt))
+        _check(self.corpus in ("bible", "files", "tsv"),
+               f"data.corpus={self.corpus!r}: use 'bible', 'files' (src/tgt text files) or 'tsv'")
+        if self.corpus == "files":
+            _check(bool(self.train_src and self.train_tgt),
+                   "data.corpus='files' needs data.train_src and data.train_tgt (one segment a line)")
+        if self.corpus == "tsv":
+            _check(bool(self.train_tsv), "data.corpus='tsv' needs data.train_tsv (source<TAB>target a line)")
+        _check(self.vocab_size > 0 and self.max_len > 0 and self.min_frequency > 0,
+               f"data.vocab_size={self.vocab_size}, data.max_len={self.max_len} and "
+               f"data.min_frequency={self.min_frequency} must be positive")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training loop: budget, batching, optimizer and schedule (section 5), checkpoints."""
+
+    max_steps: int | None = None
+    max_minutes: float | None = None  # wall-clock budget of the training loop (validation excluded)
+    max_epochs: int | None = None
+    max_tokens: int = 4096  # padded tokens per side per micro-batch
+    accumulate: int = 1  # micro-batches per optimizer update
+    lr: float = 7e-4  # peak learning rate, reached at step `warmup`, then ~ 1/sqrt(step)
+    warmup: int = 1000
+    betas: tuple[float, float] = (0.9, 0.98)
+    adam_eps: float = 1e-9
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.1
+    clip_norm: float | None = 1.0
+    bf16: bool = False  # bf16 autocast (softmax and loss stay fp32)
+    seed: int = 0
+    threads: int | None = None  # torch intra-op threads; None keeps torch's default
+    log_every: int = 50
+    eval_every: int = 500  # validation loss and BLEU every this many updates (and at the end)
+    eval_limit: int | None = None  # validate BLEU on the first N valid segments only
+    average_last: int = 0  # average the weights of the last k evaluations (section 6.1); 0 = off
+    snapshot_minutes: tuple[float, ...] = ()  # also keep the weights as they are after these minutes
+
+    def __post_init__(self) -> None:
+        if isinstance(self.betas, list):
+            object.__setattr__(self, "betas", tuple(self.betas))
+        if isinstance(self.snapshot_minutes, list):
+            object.__setattr__(self, "snapshot_minutes", tuple(self.snapshot_minutes))
+        _check(any(x is not None for x in (self.max_steps, self.max_minutes, self.max_epochs)),
+               "set at least one of train.max_steps, train.max_minutes, train.max_epochs")
+        _check(self.max_steps is None or self.max_steps > 0, f"train.max_steps={self.max_steps} must be > 0")
+        _check(self.max_tokens > 0 and self.accumulate > 0 and self.warmup > 0,
+               f"train.max_tokens={self.max_tokens}, accumulate={self.accumulate}, warmup={self.warmup} must be > 0")
+        _check(self.lr > 0, f"train.lr={self.lr} must be > 0")
+        _check(0.0 <= self.label_smoothing < 1.0, f"train.label_smoothing={self.label_smoothing} must be in [0, 1)")
+        _check(self.eval_every > 0 and self.log_every > 0,
+               f"train.eval_every={self.eval_every} and log_every={self.log_every} must be > 0")
+        _check(self.average_last >= 0, f"train.average_last={self.average_last} must be >= 0")
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Beam search settings (section 6.1): beam 4, length penalty alpha 0.6, max length = source + 50."""
+
+    beam: int = 4
+    alpha: float = 0.6
+    max_len_a: float = 1.0
+    max_len_b: int = 50
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        _check(self.beam >= 1, f"decode.beam={self.beam} must be >= 1")
+        _check(self.alpha >= 0, f"decode.alpha={self.alpha} must be >= 0")
+        _check(self.batch_size >= 1, f"decode.batch_size={self.batch_size} must be >= 1")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a training run needs; saved resolved as config.yaml in the model directory."""
+
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+    decode: DecodeConfig
+
+    @classmethod
+    def from_dict(cls, tree: dict[str, Any]) -> RunConfig:
+        sections = {"model", "data", "train", "decode"}
+        for key in tree:
+            if key not in sections:
+                close = difflib.get_close_matches(key, sorted(sections), n=1)
+                hint = f"; did you mean {close[0]}?" if close else f"; sections are {sorted(sections)}"
+                raise ValueError(f"unknown config section {key!r}{hint}")
+        return cls(
+            model=model_config_from_dict(tree.get("model") or {}),
+            data=from_dict(DataConfig, tree.get("data") or {}, "data"),
+            train=from_dict(TrainConfig, tree.get("train") or {}, "train"),
+            decode=from_dict(DecodeConfig, tree.get("decode") or {}, "decode"),
+        )
+
+    @classmethod
+    def load(cls, path: str, overrides: list[str] | None = None) -> RunConfig:
+        return cls.from_dict(apply_overrides(load_yaml(path), overrides or []))
+
+    def to_yaml(self) -> str:
+        tree = {name: to_dict(getattr(self, name)) for name in ("model", "data", "train", "decode")}
+        for section in tree.values():
+            for key, value in section.items():
+                if isinstance(value, tuple):
+                    section[key] = list(value)
+        return yaml.safe_dump(tree, sort_keys=False)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)

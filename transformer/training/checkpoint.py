@@ -40,6 +40,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)  # mkstemp makes 0600
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
@@ -73,13 +74,14 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
-def _strip_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
+def _strip_prefixes(state: dict[str, Tensor], own_keys: set[str]) -> dict[str, Tensor]:
     """Remove wrapper prefixes shared by every key (checkpoints written by other tools)."""
     changed = True
     while changed and state:
         changed = False
         for prefix in _WRAPPER_PREFIXES:
-            if all(key.startswith(prefix) for key in state):
+            theirs = all(key.startswith(prefix) for key in state)
+            if theirs and not any(key.startswith(prefix) for key in own_keys):
                 state = {key[len(prefix):]: value for key, value in state.items()}
                 changed = True
     return state
@@ -113,8 +115,8 @@ def apply_weights(
     (when ``strict``) and every shape mismatch (always), instead of torch's wall of text.
     """
     module = unwrap_model(model)
-    state = _strip_prefixes(dict(state))
     own = module.state_dict()
+    state = _strip_prefixes(dict(state), set(own))
     full: dict[str, Tensor] = {}
     missing: list[str] = []
     for group in _alias_groups(own):
@@ -217,6 +219,24 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
             logger.warning("CUDA RNG state of %d device(s) not restored on this machine", len(state["cuda"]))
 
 
+def _check_plain(value: Any, where: str) -> None:
+    """Raise unless ``value`` is made of types ``torch.load(weights_only=True)`` accepts."""
+    if value is None or isinstance(value, (bool, int, float, str, Tensor)):
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_plain(key, f"{where} key {key!r}")
+            _check_plain(item, f"{where}[{key!r}]")
+    else:
+        raise ValueError(
+            f"{where} is a {type(value).__name__}, which weights_only loading rejects; "
+            "convert it to plain numbers, strings, lists, dicts or tensors (e.g. dataclasses.asdict)"
+        )
+
+
 def save_train_state(
     path: str | os.PathLike,
     *,
@@ -232,6 +252,7 @@ def save_train_state(
     ``extra`` must hold only plain values (numbers, strings, lists, dicts, tensors). With ``model``
     the (unwrapped) model's current weights are stored too, so one file resumes training exactly.
     """
+    _check_plain(extra, "extra")
     payload: dict[str, Any] = {
         "optimizer": optimizer.state_dict(),
         "scheduler": None if scheduler is None else scheduler.state_dict(),

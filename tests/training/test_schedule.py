@@ -1,0 +1,97 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from transformer.training import inverse_sqrt_lr, make_optimizer, make_scheduler
+
+STEPS = [1, 2, 3, 10, 99, 100, 101, 250, 4000, 10_000, 100_000]
+
+
+def paper(step: int, warmup: int, d_model: int) -> float:
+    return d_model**-0.5 * min(step**-0.5, step * warmup**-1.5)
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_paper_formula(step):
+    assert inverse_sqrt_lr(step, warmup=4000, d_model=512) == pytest.approx(paper(step, 4000, 512), rel=1e-12)
+    assert inverse_sqrt_lr(step, warmup=4000, d_model=512, scale=2.0) == pytest.approx(
+        2 * paper(step, 4000, 512), rel=1e-12
+    )
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_peak_lr_is_rescaled_paper_curve(step):
+    warmup, peak = 100, 7e-4
+    expected = peak * paper(step, warmup, 512) / paper(warmup, warmup, 512)
+    assert inverse_sqrt_lr(step, warmup=warmup, peak_lr=peak) == pytest.approx(expected, rel=1e-12)
+    assert inverse_sqrt_lr(step, warmup=warmup, peak_lr=peak) == pytest.approx(
+        peak * min(step / warmup, math.sqrt(warmup / step)), rel=1e-12
+    )
+
+
+def test_maximum_at_warmup_and_step_zero_is_step_one():
+    lrs = [inverse_sqrt_lr(s, warmup=50, d_model=64) for s in range(1, 500)]
+    assert max(range(len(lrs)), key=lrs.__getitem__) + 1 == 50
+    assert inverse_sqrt_lr(50, warmup=50, peak_lr=1e-3) == pytest.approx(1e-3)
+    assert inverse_sqrt_lr(0, warmup=50, d_model=64) == inverse_sqrt_lr(1, warmup=50, d_model=64) > 0
+
+
+def test_scheduler_sets_optimizer_lr_to_formula():
+    model = nn.Linear(3, 2)
+    opt = make_optimizer(model, lr=123.0)
+    sched = make_scheduler(opt, warmup=10, d_model=512)
+    for k in range(40):
+        # k scheduler steps done: the coming update is number k + 1.
+        expected = paper(k + 1, 10, 512)
+        assert opt.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-12)
+        assert sched.get_last_lr()[0] == pytest.approx(expected, rel=1e-12)
+        model(torch.randn(4, 3)).sum().backward()
+        opt.step()
+        opt.zero_grad()
+        sched.step()
+
+
+def test_scheduler_with_peak_lr_reaches_peak_on_update_warmup():
+    opt = make_optimizer([nn.Parameter(torch.zeros(2))], lr=1.0)
+    sched = make_scheduler(opt, warmup=5, peak_lr=3e-4)
+    seen = []
+    for _ in range(12):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert max(seen) == pytest.approx(3e-4) and seen.index(max(seen)) == 4  # update 5
+
+
+def test_optimizer_settings():
+    model = nn.Linear(3, 2)
+    adam = make_optimizer(model.parameters(), lr=1e-3)
+    assert type(adam) is torch.optim.Adam
+    assert adam.defaults["betas"] == (0.9, 0.98) and adam.defaults["eps"] == 1e-9
+    adamw = make_optimizer(model, lr=1e-3, weight_decay=0.01)
+    assert type(adamw) is torch.optim.AdamW and adamw.defaults["weight_decay"] == 0.01
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"warmup": 0, "d_model": 512}, "warmup=0"),
+        ({"warmup": 10}, "exactly one of d_model=None"),
+        ({"warmup": 10, "d_model": 512, "peak_lr": 1e-3}, "exactly one of d_model=512"),
+        ({"warmup": 10, "peak_lr": -1.0}, "peak_lr=-1.0"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        inverse_sqrt_lr(1, **kwargs)
+    opt = make_optimizer([nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.raises(ValueError, match=message):
+        make_scheduler(opt, **kwargs)
+
+
+def test_bad_step_and_lr():
+    with pytest.raises(ValueError, match="step=-1"):
+        inverse_sqrt_lr(-1, warmup=10, d_model=8)
+    with pytest.raises(ValueError, match="lr=0"):
+        make_optimizer([nn.Parameter(torch.zeros(1))], lr=0)

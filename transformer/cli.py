@@ -1,0 +1,149 @@
+"""The `transformer` command line. Argument parsing and printing live here and nowhere else."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from transformer.config import DecodeConfig
+
+log = logging.getLogger("transformer")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="transformer", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data_parser = commands.add_parser("data", help="list and export corpora")
+    data = data_parser.add_subparsers(dest="data_command", required=True)
+    data.add_parser("list", help="Bible translations available, with codes, languages and names")
+    export = data.add_parser("export", help="write train/valid/test plain-text files")
+    export.add_argument("corpus", choices=["bible"])
+    export.add_argument("--src", required=True, help="source translation code (see `transformer data list`)")
+    export.add_argument("--tgt", required=True, help="target translation code")
+    export.add_argument("--out", required=True, type=Path, help="output directory")
+
+    train = commands.add_parser("train", help="train a translation model")
+    train.add_argument("config", help="YAML config (see configs/)")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="A.B=C",
+                       help="override a config value, e.g. --set train.max_steps=100 (repeatable)")
+    train.add_argument("--out", type=Path, help="model directory to write (default: runs/<config name>)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    translate = commands.add_parser("translate", help="translate text, one segment per line (stdin -> stdout)")
+    _decode_args(translate)
+    translate.add_argument("--input", type=Path, help="input file (default: stdin)")
+    translate.add_argument("--output", type=Path, help="output file (default: stdout)")
+
+    evaluate = commands.add_parser("evaluate", help="translate a held-out split and score it with sacrebleu")
+    _decode_args(evaluate)
+    evaluate.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    evaluate.add_argument("--limit", type=int, help="score only the first N segments")
+    evaluate.add_argument("--weights", default="model.safetensors",
+                          help="weights file inside the model directory (e.g. snapshots/minute-30.safetensors)")
+    evaluate.add_argument("--output", type=Path, help="also write the translations to this file")
+    return parser
+
+
+def _decode_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, type=Path, help="model directory written by `transformer train`")
+    parser.add_argument("--beam", type=int, help="beam size (1 = greedy; default from the model's config)")
+    parser.add_argument("--alpha", type=float, help="length penalty alpha (default from the model's config)")
+    parser.add_argument("--batch-size", type=int, help="segments per decoding batch")
+
+
+def _decode_config(args: argparse.Namespace, default: DecodeConfig) -> DecodeConfig:
+    changes = {k: v for k, v in (("beam", args.beam), ("alpha", args.alpha), ("batch_size", args.batch_size))
+               if v is not None}
+    return DecodeConfig(**{**vars(default), **changes})
+
+
+def _cmd_data(args: argparse.Namespace) -> None:
+    from transformer.data.corpora import bible_translations, export_bible
+
+    if args.data_command == "list":
+        print(f"{'code':<5} {'language':<22} {'verses':>6}  translation")
+        for t in bible_translations():
+            print(f"{t.code:<5} {t.language:<22} {t.n_verses:>6}  {t.name}")
+    else:
+        counts = export_bible(args.src, args.tgt, args.out)
+        for split, n in counts.items():
+            print(f"{split}: {n} pairs -> {args.out / (split + '.src')}, {args.out / (split + '.tgt')}")
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from transformer.config import RunConfig
+    from transformer.training.trainer import train
+
+    config = RunConfig.load(args.config, args.overrides)
+    out = args.out or Path("runs") / Path(args.config).stem
+    print(f"# resolved config -> {out / 'config.yaml'}\n{config.to_yaml()}", flush=True)
+    state = train(config, out, resume=args.resume, progress_bar=not args.no_progress)
+    print(json.dumps({"out": str(out), "steps": state.step, "epochs": state.epoch,
+                      "train_minutes": round(state.train_seconds / 60, 2), "best_valid_bleu": state.best_bleu,
+                      "best_step": state.best_step}))
+
+
+def _cmd_translate(args: argparse.Namespace) -> None:
+    from transformer.inference import load_model_dir, translate
+
+    model, tokenizer, config = load_model_dir(args.model)
+    source = args.input.read_text(encoding="utf-8") if args.input else sys.stdin.read()
+    lines = source.splitlines()
+    outputs = translate(model, tokenizer, lines, _decode_config(args, config.decode), config.data.max_len,
+                        progress=len(lines) > 50)
+    text = "".join(line + "\n" for line in outputs)
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from transformer.data.datasets import load_split
+    from transformer.evaluation.metrics import corpus_bleu, corpus_chrf
+    from transformer.inference import load_model_dir, translate
+
+    model, tokenizer, config = load_model_dir(args.model, args.weights)
+    corpus = load_split(config.data, args.split)
+    if corpus is None:
+        raise ValueError(f"the model's data config names no {args.split} split; set data.{args.split}_src/_tgt")
+    src, refs = corpus.src[: args.limit], corpus.tgt[: args.limit]
+    decode = _decode_config(args, config.decode)
+    started = time.perf_counter()
+    hyps = translate(model, tokenizer, src, decode, config.data.max_len, progress=True)
+    seconds = time.perf_counter() - started
+    bleu, chrf = corpus_bleu(hyps, refs), corpus_chrf(hyps, refs)
+    if args.output:
+        args.output.write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+    print(f"{bleu.detail}\n  signature: {bleu.signature}")
+    print(f"{chrf.detail}\n  signature: {chrf.signature}")
+    print(f"decoded {len(hyps)} segments in {seconds:.1f} s (beam {decode.beam}, alpha {decode.alpha})")
+    print(json.dumps({"bleu": round(bleu.score, 2), "chrf": round(chrf.score, 2), "n": len(hyps),
+                      "beam": decode.beam, "split": args.split, "decode_seconds": round(seconds, 1)}))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    handler = {"data": _cmd_data, "train": _cmd_train, "translate": _cmd_translate, "evaluate": _cmd_evaluate}
+    try:
+        handler[args.command](args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last checkpoint is kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

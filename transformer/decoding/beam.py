@@ -1,0 +1,240 @@
+"""Batched beam search over the model protocol of `transformer.decoding.greedy`.
+
+Each example keeps K = beam_size live hypotheses; the batch is flattened to B*K rows. The source is encoded
+once, the first step runs on the B examples alone, and then memory, source mask and cache are expanded to
+B*K rows by index. At every step:
+
+1. Log-probabilities are taken in fp32 after PAD and BOS logits are set to -inf (never produced).
+   Candidates are live log-prob + next-token log-prob, K*V per example. At the first step only beam 0 is
+   live (the others start at -inf), so no hypothesis appears twice.
+2. An EOS candidate that ranks within the K best candidates of its example finishes a hypothesis (as in
+   fairseq); a finished hypothesis leaves the beam and is never expanded.
+3. The K best non-EOS candidates become the new live beams, and the cache is reordered to their parents.
+   Live beams are ranked by raw log-probability; the length penalty only ranks finished hypotheses.
+
+Scores. score = log_prob / lp(length), with the GNMT length penalty lp(n) = ((5 + n) / 6) ** alpha, and
+alpha = 0 meaning the raw log-probability. `length` counts the generated tokens *including* EOS (a
+hypothesis cut at the length limit has no EOS and its length is the limit). Hypothesis.tokens exclude
+BOS and EOS.
+
+Stopping rule (exact). An example is done when one of these holds:
+- it has K finished hypotheses and no live beam can beat the worst of them. A live beam with log-prob
+  L <= 0 at length l can only end as a hypothesis of log-prob L' <= L (log-probs are <= 0) and length n
+  with l < n <= limit, scoring L' / lp(n) <= L / lp(n) <= L / lp(limit), because lp(n) > 0 grows with n
+  when alpha >= 0 and L <= 0. Every later hypothesis descends from a current live beam, so once
+  max(L) / lp(limit) <= worst kept score, nothing the search could still find would enter the kept K:
+  stopping here returns exactly what running on to the length limit would. (Hence alpha < 0 is refused.)
+- it reached its length limit: the live beams are then finalized as they are, ranked with the others;
+- no live beam has a finite log-prob left (a tiny vocabulary, or a model that put -inf everywhere).
+Examples that are done leave the batch (their rows in memory, mask and cache are dropped), so an example's
+result does not depend on the others in the batch. The `n_best` best finished hypotheses are returned,
+best score first; an example may return fewer when fewer than n_best finite hypotheses exist.
+
+With beam_size=1 and alpha=0 the result equals greedy search.
+
+Shapes: B batch (examples still decoding), K beam, V vocab, T prefix length, S source length, D d_model.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from transformer.decoding.greedy import (
+    Seq2SeqModel,
+    banned_ids,
+    check_source,
+    check_special_ids,
+    check_vocab,
+    inference,
+    length_limits,
+    mask_banned,
+)
+from transformer.nn.masks import padding_mask
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Hypothesis:
+    """A finished hypothesis: tokens without BOS and EOS, score = log_prob / length penalty."""
+
+    tokens: list[int]
+    score: float
+    log_prob: float
+
+
+def length_penalty(length: int, alpha: float) -> float:
+    """GNMT length penalty ((5 + length) / 6) ** alpha (Wu et al. 2016); 1 when alpha = 0."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def best_possible_score(log_prob: float, limit: int, alpha: float) -> float:
+    """Upper bound on the score of any hypothesis that extends a live beam of log-prob `log_prob`.
+
+    For log_prob <= 0 and alpha >= 0 that is log_prob / lp(limit) (see the module docstring). A log-prob
+    above 0 can only be fp rounding; then log_prob itself bounds log_prob / lp(n), as lp(n) >= 1.
+    """
+    return log_prob / length_penalty(limit, alpha) if log_prob <= 0 else log_prob
+
+
+class _Finished:
+    """The best `size` finished hypotheses of one example, best score first (earlier first on ties)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.hypotheses: list[Hypothesis] = []
+
+    def add(self, hypothesis: Hypothesis) -> None:
+        if self.full and hypothesis.score <= self.hypotheses[-1].score:
+            return
+        position = len(self.hypotheses)
+        while position > 0 and self.hypotheses[position - 1].score < hypothesis.score:
+            position -= 1
+        self.hypotheses.insert(position, hypothesis)
+        del self.hypotheses[self.size :]
+
+    @property
+    def full(self) -> bool:
+        return len(self.hypotheses) >= self.size
+
+    @property
+    def worst_score(self) -> float:
+        return self.hypotheses[-1].score
+
+
+def _check_settings(beam_size: int, n_best: int, alpha: float) -> None:
+    if not isinstance(beam_size, int) or beam_size < 1:
+        raise ValueError(f"beam_size={beam_size!r} must be an integer >= 1")
+    if not isinstance(n_best, int) or n_best < 1:
+        raise ValueError(f"n_best={n_best!r} must be an integer >= 1")
+    if n_best > beam_size:
+        raise ValueError(f"n_best={n_best} exceeds beam_size={beam_size}; raise beam_size or lower n_best")
+    if alpha < 0:
+        raise ValueError(f"alpha={alpha} must be >= 0 (0 ranks by raw log-probability; GNMT uses 0.6-1.0)")
+
+
+def beam_search(
+    model: Seq2SeqModel,
+    src: Tensor,
+    *,
+    pad_id: int,
+    bos_id: int,
+    eos_id: int,
+    beam_size: int = 4,
+    alpha: float = 0.6,
+    n_best: int = 1,
+    max_len_a: float = 1.0,
+    max_len_b: int = 50,
+    max_new_tokens: int | None = None,
+    use_cache: bool = True,
+) -> list[list[Hypothesis]]:
+    """Beam search for every example of `src` (B, S); per example the n_best hypotheses, best first.
+
+    The length limit is as in `greedy_search`. `use_cache=False` recomputes the whole prefix every step.
+    """
+    _check_settings(beam_size, n_best, alpha)
+    check_special_ids(pad_id, bos_id, eos_id)
+    check_source(src)
+    src = src.long()
+    src_mask = padding_mask(src, pad_id)  # (B, 1, 1, S)
+    limits = length_limits(src_mask, max_len_a, max_len_b, max_new_tokens)
+    batch, k = src.size(0), beam_size
+    if batch == 0:
+        return []
+    finished = [_Finished(k) for _ in range(batch)]
+    banned = banned_ids(pad_id, bos_id, eos_id)
+    with inference(model):
+        memory = model.encode(src, src_mask)  # (B, S, D)
+        tokens = torch.full((batch, 1), bos_id, dtype=torch.long, device=src.device)  # (B, 1)
+        logits, cache = model.decode_step(tokens, memory, src_mask, None)  # (B, 1, V)
+        check_vocab(logits.size(-1), pad_id, bos_id, eos_id)
+        expand = torch.arange(batch, device=src.device).repeat_interleave(k)  # (B*K,)
+        memory, src_mask, tokens = memory[expand], src_mask[expand], tokens[expand]  # (B*K, ...)
+        cache = cache.reorder(expand) if use_cache else None
+        log_probs = torch.log_softmax(mask_banned(logits[:, -1], banned), dim=-1)[expand]  # (B*K, V)
+        beam_log_probs = torch.full((batch, k), float("-inf"), device=src.device)  # (B, K)
+        beam_log_probs[:, 0] = 0.0  # one live beam per example at the first step
+        examples = list(range(batch))  # example behind each group of K rows
+        step = 0
+        while True:
+            parents, tokens, beam_log_probs, done = _step(
+                log_probs, beam_log_probs, tokens, examples, finished, limits, step, eos_id, pad_id, alpha
+            )
+            keep = [i for i, is_done in enumerate(done) if not is_done]
+            if not keep:
+                break
+            if len(keep) < len(examples):
+                kept = torch.tensor(keep, device=src.device)  # (B',)
+                rows = (kept[:, None] * k + torch.arange(k, device=src.device)).view(-1)  # (B'*K,)
+                parents, tokens, memory, src_mask = parents[rows], tokens[rows], memory[rows], src_mask[rows]
+                beam_log_probs = beam_log_probs[kept]  # (B', K)
+                examples = [examples[i] for i in keep]
+            if cache is not None:
+                cache = cache.reorder(parents)  # the beams' parents, and the kept examples only
+            inputs = tokens if cache is None else tokens[:, -1:]  # (B*K, T) or (B*K, 1)
+            logits, new_cache = model.decode_step(inputs, memory, src_mask, cache)  # (B*K, t, V)
+            cache = new_cache if use_cache else None
+            log_probs = torch.log_softmax(mask_banned(logits[:, -1], banned), dim=-1)  # (B*K, V)
+            step += 1
+    logger.debug("beam_search: %d examples, beam %d, %d steps", batch, k, step + 1)
+    return [f.hypotheses[:n_best] for f in finished]
+
+
+def _step(
+    log_probs: Tensor,
+    beam_log_probs: Tensor,
+    tokens: Tensor,
+    examples: list[int],
+    finished: list[_Finished],
+    limits: list[int],
+    step: int,
+    eos_id: int,
+    pad_id: int,
+    alpha: float,
+) -> tuple[Tensor, Tensor, Tensor, list[bool]]:
+    """One beam step: finish EOS candidates, select live beams, decide which examples are done.
+
+    Returns the parent row of every new beam (B*K,), the new tokens (B*K, T + 1), the live log-probs
+    (B, K) and, per example, whether it is done.
+    """
+    n, k = beam_log_probs.shape
+    vocab = log_probs.size(-1)
+    length = step + 1  # generated tokens, EOS included, of every hypothesis made at this step
+    candidates = beam_log_probs[:, :, None] + log_probs.view(n, k, vocab)  # (B, K, V)
+    kth_best = candidates.view(n, k * vocab).topk(k, dim=1).values[:, -1:]  # (B, 1)
+    eos_scores = candidates[:, :, eos_id]  # (B, K)
+    finishing = (eos_scores >= kth_best) & torch.isfinite(eos_scores)  # (B, K)
+    eos = torch.tensor([eos_id], device=log_probs.device)
+    live = candidates.index_fill(2, eos, float("-inf")).view(n, k * vocab).topk(k, dim=1)  # (B, K)
+    alive = torch.isfinite(live.values)  # (B, K)
+    new_tokens = torch.where(alive, live.indices % vocab, pad_id)  # (B, K): dead beams hold PAD
+    parents = (torch.arange(n, device=log_probs.device)[:, None] * k + live.indices // vocab).view(-1)
+    new_prefixes = torch.cat([tokens[parents], new_tokens.view(-1, 1)], dim=1)  # (B*K, T + 1)
+
+    penalty = length_penalty(length, alpha)
+    if finishing.any():
+        prefixes = tokens[:, 1:].tolist()
+        eos_list = eos_scores.tolist()
+        for i, beam in finishing.nonzero().tolist():
+            log_prob = eos_list[i][beam]
+            finished[examples[i]].add(Hypothesis(prefixes[i * k + beam], log_prob / penalty, log_prob))
+    live_list = live.values.tolist()
+    done = []
+    for i, example in enumerate(examples):
+        best_live = max(live_list[i])
+        if length >= limits[example]:
+            rows = new_prefixes[i * k : (i + 1) * k, 1:].tolist()
+            for beam, log_prob in enumerate(live_list[i]):
+                if log_prob != float("-inf"):
+                    finished[example].add(Hypothesis(rows[beam], log_prob / penalty, log_prob))
+            done.append(True)
+        elif best_live == float("-inf"):
+            done.append(True)
+        else:
+            pool = finished[example]
+            done.append(pool.full and best_possible_score(best_live, limits[example], alpha) <= pool.worst_score)
+    return parents, new_prefixes, live.values, done

@@ -1,0 +1,162 @@
+"""Greedy decoding, and the helpers every decoder in this package shares.
+
+Decoding sees a model only through this protocol:
+
+    model.encode(src (B, S), src_mask (B, 1, 1, S)) -> memory (B, S, D)
+    model.decode_step(tokens (B, t), memory (B, S, D), src_mask (B, 1, 1, S), cache) -> (logits (B, t, V), cache)
+    cache.reorder(index (N,)) -> cache holding rows `index` of the old one
+
+With `cache=None`, decode_step computes all t tokens from scratch and returns a fresh cache; with a cache,
+`tokens` are only the new tokens and their positions continue after the cached ones.
+
+Length limit: an example may generate at most `max_new_tokens` tokens, EOS included, or, when that is None,
+int(max_len_a * source_length + max_len_b) with the source length counted without padding (at least 1).
+
+Shapes: B batch, S source length, t new target tokens, T prefix length, D d_model, V vocab.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from transformer.nn.masks import padding_mask
+
+logger = logging.getLogger(__name__)
+
+
+class DecodeCache(Protocol):
+    def reorder(self, index: Tensor) -> DecodeCache: ...
+
+
+class Seq2SeqModel(Protocol):
+    def encode(self, src: Tensor, src_mask: Tensor) -> Tensor: ...
+
+    def decode_step(
+        self, tokens: Tensor, memory: Tensor, src_mask: Tensor, cache: Any
+    ) -> tuple[Tensor, DecodeCache]: ...
+
+
+def check_special_ids(pad_id: int, bos_id: int, eos_id: int) -> None:
+    """PAD and EOS must differ; BOS may equal EOS (BART starts decoding with EOS) or PAD (Marian)."""
+    for name, value in (("pad_id", pad_id), ("bos_id", bos_id), ("eos_id", eos_id)):
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name}={value!r} must be a non-negative token id")
+    if pad_id == eos_id:
+        raise ValueError(f"pad_id={pad_id} equals eos_id={eos_id}; they must be different tokens")
+
+
+def check_source(src: Tensor) -> None:
+    if src.dim() != 2:
+        raise ValueError(f"src must be token ids of shape (B, S), got shape {tuple(src.shape)}")
+    if src.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"src must hold integer token ids, got dtype {src.dtype}")
+
+
+def check_vocab(vocab_size: int, pad_id: int, bos_id: int, eos_id: int) -> None:
+    for name, value in (("pad_id", pad_id), ("bos_id", bos_id), ("eos_id", eos_id)):
+        if value >= vocab_size:
+            raise ValueError(f"{name}={value} is outside the model's vocabulary of size {vocab_size}")
+
+
+def length_limits(
+    src_mask: Tensor, max_len_a: float, max_len_b: int, max_new_tokens: int | None
+) -> list[int]:
+    """The most tokens (EOS included) each example may generate."""
+    if max_new_tokens is not None:
+        if max_new_tokens <= 0:
+            raise ValueError(f"max_new_tokens={max_new_tokens} must be positive (or None to use max_len_a/b)")
+        return [max_new_tokens] * src_mask.size(0)
+    if max_len_a < 0 or max_len_b < 0:
+        raise ValueError(f"max_len_a={max_len_a} and max_len_b={max_len_b} must both be >= 0")
+    lengths = src_mask.sum(dim=(1, 2, 3)).tolist()  # (B,) tokens without padding
+    return [max(1, int(max_len_a * n + max_len_b)) for n in lengths]
+
+
+def banned_ids(pad_id: int, bos_id: int, eos_id: int) -> list[int]:
+    """Tokens decoding never produces: PAD and BOS (unless BOS doubles as EOS)."""
+    return sorted({pad_id, bos_id} - {eos_id})
+
+
+def mask_banned(logits: Tensor, banned: list[int]) -> Tensor:
+    """fp32 copy of `logits` with the banned tokens at -inf, applied before any softmax."""
+    index = torch.tensor(banned, dtype=torch.long, device=logits.device)
+    return logits.float().index_fill(-1, index, float("-inf"))  # (N, V)
+
+
+@contextlib.contextmanager
+def inference(model: Any) -> Iterator[None]:
+    """eval() and torch.inference_mode() for the duration; the previous training flag is restored."""
+    was_training = getattr(model, "training", None)
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        if isinstance(model, torch.nn.Module) and was_training is not None:
+            model.train(was_training)
+
+
+def greedy_search(
+    model: Seq2SeqModel,
+    src: Tensor,
+    *,
+    pad_id: int,
+    bos_id: int,
+    eos_id: int,
+    max_len_a: float = 1.0,
+    max_len_b: int = 50,
+    max_new_tokens: int | None = None,
+    use_cache: bool = True,
+) -> list[list[int]]:
+    """Pick the most probable next token until EOS or the length limit; one token list per example.
+
+    The lists exclude BOS and EOS. PAD and BOS are never produced. Rows that are done are dropped from the
+    batch (their cache rows too), and the loop ends when every row is done. With `use_cache=False` each
+    step recomputes the whole prefix (slow; for checking that the cache equals recomputation).
+    """
+    check_special_ids(pad_id, bos_id, eos_id)
+    check_source(src)
+    src = src.long()
+    src_mask = padding_mask(src, pad_id)  # (B, 1, 1, S)
+    limits = length_limits(src_mask, max_len_a, max_len_b, max_new_tokens)
+    results: list[list[int]] = [[] for _ in range(src.size(0))]
+    if src.size(0) == 0:
+        return results
+    banned = banned_ids(pad_id, bos_id, eos_id)
+    with inference(model):
+        memory = model.encode(src, src_mask)  # (B, S, D)
+        rows = list(range(src.size(0)))  # example behind each row still in the batch
+        tokens = torch.full((src.size(0), 1), bos_id, dtype=torch.long, device=src.device)  # (B, 1)
+        cache = None
+        for step in range(max(limits)):
+            inputs = tokens if cache is None else tokens[:, -1:]  # (B, T) or (B, 1)
+            logits, new_cache = model.decode_step(inputs, memory, src_mask, cache)  # (B, t, V)
+            if use_cache:
+                cache = new_cache
+            if step == 0:
+                check_vocab(logits.size(-1), pad_id, bos_id, eos_id)
+            next_tokens = mask_banned(logits[:, -1], banned).argmax(dim=-1)  # (B,)
+            keep = []
+            for i, token in enumerate(next_tokens.tolist()):
+                if token != eos_id:
+                    results[rows[i]].append(token)
+                if token != eos_id and step + 1 < limits[rows[i]]:
+                    keep.append(i)
+            if not keep:
+                break
+            tokens = torch.cat([tokens, next_tokens[:, None]], dim=1)  # (B, T + 1)
+            if len(keep) < len(rows):
+                index = torch.tensor(keep, dtype=torch.long, device=src.device)
+                tokens, memory, src_mask = tokens[index], memory[index], src_mask[index]
+                cache = cache.reorder(index) if cache is not None else None
+                rows = [rows[i] for i in keep]
+    logger.debug("greedy_search: %d examples, longest output %d tokens",
+                 len(results), max(len(r) for r in results))
+    return results

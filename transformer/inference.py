@@ -1,0 +1,76 @@
+"""Load a model directory and translate text with it (greedy or beam search)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from transformer.config import DecodeConfig, RunConfig
+from transformer.data.tokenizer import Tokenizer
+from transformer.decoding import beam_search, greedy_search
+from transformer.models import EncoderDecoder, build_model
+from transformer.training.checkpoint import load_weights
+
+logger = logging.getLogger(__name__)
+
+
+def load_run_config(model_dir: str | Path) -> RunConfig:
+    path = Path(model_dir) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: {model_dir} is not a model directory (train one with `transformer train`, "
+            "or import one with `transformer import-hf`)"
+        )
+    return RunConfig.from_dict(yaml.safe_load(path.read_text(encoding="utf-8")))
+
+
+def load_model_dir(
+    model_dir: str | Path, weights: str = "model.safetensors"
+) -> tuple[EncoderDecoder, Tokenizer, RunConfig]:
+    """The model (in eval mode), its tokenizer and its resolved config, from a directory `train` wrote."""
+    model_dir = Path(model_dir)
+    config = load_run_config(model_dir)
+    tokenizer = Tokenizer.load(model_dir / "tokenizer.json")
+    model = build_model(config.model)
+    load_weights(model, model_dir / weights)
+    return model.eval(), tokenizer, config
+
+
+def translate(
+    model: EncoderDecoder,
+    tokenizer: Tokenizer,
+    lines: Sequence[str],
+    decode: DecodeConfig,
+    max_src_len: int | None = None,
+    progress: bool = False,
+) -> list[str]:
+    """Translate each line; batches are formed from length-sorted lines, the output keeps the input order."""
+    encoded = tokenizer.encode_batch(list(lines))
+    if max_src_len is not None:
+        encoded = [ids[:max_src_len] for ids in encoded]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    results: list[str] = [""] * len(encoded)
+    pad, bos, eos = tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id
+    bar = tqdm(total=len(order), desc="translate", unit="seg", disable=not progress, leave=False)
+    for start in range(0, len(order), decode.batch_size):
+        chunk = order[start : start + decode.batch_size]
+        width = max(1, max(len(encoded[i]) for i in chunk))
+        src = torch.full((len(chunk), width), pad, dtype=torch.long)
+        for row, i in enumerate(chunk):
+            src[row, : len(encoded[i])] = torch.tensor(encoded[i], dtype=torch.long)
+        args = dict(pad_id=pad, bos_id=bos, eos_id=eos, max_len_a=decode.max_len_a, max_len_b=decode.max_len_b)
+        if decode.beam == 1:
+            outputs = greedy_search(model, src, **args)
+        else:
+            hypotheses = beam_search(model, src, beam_size=decode.beam, alpha=decode.alpha, **args)
+            outputs = [best[0].tokens for best in hypotheses]
+        for i, ids in zip(chunk, outputs, strict=True):
+            results[i] = tokenizer.decode(ids)
+        bar.update(len(chunk))
+    bar.close()
+    return results

@@ -1,0 +1,31 @@
+"""Training utilities: label-smoothed loss, the section 5.3 schedule, checkpoints."""
+
+from transformer.training.checkpoint import (
+    apply_weights,
+    atomic_path,
+    atomic_write_text,
+    average_weights,
+    load_train_state,
+    load_weights,
+    save_train_state,
+    save_weights,
+    unwrap_model,
+)
+from transformer.training.loss import label_smoothed_cross_entropy
+from transformer.training.schedule import inverse_sqrt_lr, make_optimizer, make_scheduler
+
+__all__ = [
+    "apply_weights",
+    "atomic_path",
+    "atomic_write_text",
+    "average_weights",
+    "inverse_sqrt_lr",
+    "label_smoothed_cross_entropy",
+    "load_train_state",
+    "load_weights",
+    "make_optimizer",
+    "make_scheduler",
+    "save_train_state",
+    "save_weights",
+    "unwrap_model",
+]

@@ -1,0 +1,313 @@
+"""The training loop: token-budget batches, label-smoothed loss, Adam + inverse-sqrt warmup, validation,
+best and averaged checkpoints, exact resume. Writes the model directory described in DESIGN.md."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from transformer.config import RunConfig
+from transformer.data.batching import Batch, TokenBatchSampler, collate, encode_corpus
+from transformer.data.datasets import load_split
+from transformer.data.tokenizer import Tokenizer, train_bpe
+from transformer.evaluation.metrics import corpus_bleu
+from transformer.inference import load_run_config, translate
+from transformer.models import EncoderDecoder, build_model
+from transformer.training.checkpoint import (
+    apply_weights,
+    atomic_write_text,
+    average_weights,
+    load_train_state,
+    save_train_state,
+    save_weights,
+)
+from transformer.training.loss import label_smoothed_cross_entropy
+from transformer.training.schedule import make_optimizer, make_scheduler
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept on disk."""
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in train_state.pt so that --resume continues exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    next_batch: int = 0  # index of the next micro-batch within the epoch
+    train_seconds: float = 0.0
+    best_bleu: float = -1.0
+    best_step: int = 0
+    checkpoints: list[str] = field(default_factory=list)
+    snapshots_done: list[float] = field(default_factory=list)
+
+
+class Trainer:
+    """Train an EncoderDecoder on the corpus of `config.data`, writing everything into `out_dir`."""
+
+    def __init__(self, config: RunConfig, out_dir: str | Path, resume: bool = False, progress_bar: bool = True):
+        self.out = Path(out_dir)
+        self.progress_bar = progress_bar
+        self.resume = resume
+        self._check_out_dir(config)
+        train_cfg = config.train
+        if train_cfg.threads:
+            torch.set_num_threads(train_cfg.threads)
+        torch.manual_seed(train_cfg.seed)
+        random.seed(train_cfg.seed)
+        self.out.mkdir(parents=True, exist_ok=True)
+
+        self.train_data = load_split(config.data, "train")
+        self.valid_data = load_split(config.data, "valid")
+        tokenizer_path = self.out / "tokenizer.json"
+        if resume:
+            self.tokenizer = Tokenizer.load(tokenizer_path)
+        else:
+            logger.info("training a BPE vocabulary of %d on %d pairs", config.data.vocab_size, len(self.train_data))
+            self.tokenizer = train_bpe(
+                self.train_data.src + self.train_data.tgt, config.data.vocab_size, config.data.min_frequency
+            )
+            self.tokenizer.save(tokenizer_path)
+        tok = self.tokenizer
+        model_cfg = config.model.replace(
+            src_vocab_size=tok.vocab_size, tgt_vocab_size=tok.vocab_size,
+            pad_id=tok.pad_id, bos_id=tok.bos_id, eos_id=tok.eos_id,
+        )
+        self.config = config.replace(model=model_cfg)
+        atomic_write_text(self.out / "config.yaml", self.config.to_yaml())
+
+        self.pairs = encode_corpus(self.train_data, tok, config.data.max_len)
+        self.valid_pairs = None if self.valid_data is None else encode_corpus(self.valid_data, tok, config.data.max_len)
+        self.sampler = TokenBatchSampler(
+            [(len(s), len(t)) for s, t in self.pairs], train_cfg.max_tokens, shuffle=True, seed=train_cfg.seed
+        )
+        self.model: EncoderDecoder = build_model(model_cfg)
+        self.optimizer = make_optimizer(
+            self.model, train_cfg.lr, train_cfg.betas, train_cfg.adam_eps, train_cfg.weight_decay
+        )
+        self.scheduler = make_scheduler(self.optimizer, train_cfg.warmup, peak_lr=train_cfg.lr)
+        self.state = Progress()
+        if resume:
+            self._load_state()
+        logger.info("model: %s parameters", f"{self.model.num_parameters():,}")
+
+    # --- set-up -----------------------------------------------------------------------------------
+    def _check_out_dir(self, config: RunConfig) -> None:
+        state = self.out / "train_state.pt"
+        if self.resume:
+            if not state.is_file():
+                raise FileNotFoundError(f"cannot resume: {state} does not exist; drop --resume to start a new run")
+            saved = load_run_config(self.out)
+            changed = {k for k, v in vars(config.model).items()
+                       if k not in ("src_vocab_size", "tgt_vocab_size", "pad_id", "bos_id", "eos_id")
+                       and getattr(saved.model, k) != v}
+            if changed or saved.data != config.data:
+                raise ValueError(
+                    f"cannot resume {self.out} with a different model or data config (model keys differ: "
+                    f"{sorted(changed)}, data differs: {saved.data != config.data}); use the run's own config.yaml"
+                )
+        elif state.exists() or (self.out / "model.safetensors").exists():
+            raise ValueError(
+                f"{self.out} already holds a training run; pass --resume to continue it, or choose another --out"
+            )
+
+    def _load_state(self) -> None:
+        info = load_train_state(self.out / "train_state.pt", self.optimizer, self.scheduler, model=self.model)
+        self.state = Progress(**info["extra"]["progress"])
+        max_steps = self.config.train.max_steps
+        if max_steps is not None and max_steps <= self.state.step:
+            raise ValueError(
+                f"the checkpoint in {self.out} is already at step {self.state.step}, and train.max_steps={max_steps} "
+                f"is not beyond it; raise it, e.g. --set train.max_steps={self.state.step + 1000}"
+            )
+        logger.info("resumed at step %d (epoch %d)", self.state.step, self.state.epoch)
+
+    # --- the loop ---------------------------------------------------------------------------------
+    def _budget_left(self) -> bool:
+        t, s = self.config.train, self.state
+        if t.max_steps is not None and s.step >= t.max_steps:
+            return False
+        if t.max_epochs is not None and s.epoch >= t.max_epochs:
+            return False
+        return t.max_minutes is None or s.train_seconds < t.max_minutes * 60
+
+    def _micro_batches(self):
+        """Yield (index, batches in the epoch, Batch) from where training stopped, epoch after epoch."""
+        tok = self.tokenizer
+        while True:  # the caller advances state.epoch and state.next_batch as it consumes batches
+            self.sampler.set_epoch(self.state.epoch)
+            order = list(self.sampler)
+            for index in range(self.state.next_batch, len(order)):
+                pairs = [self.pairs[i] for i in order[index]]
+                yield index, len(order), collate(pairs, tok.pad_id, tok.bos_id, tok.eos_id)
+
+    def train(self) -> Progress:
+        t = self.config.train
+        self.model.train()
+        bar = tqdm(total=t.max_steps, initial=self.state.step, desc="train", unit="step",
+                   disable=not self.progress_bar, dynamic_ncols=True)
+        batches = self._micro_batches()
+        window_tokens, window_start = 0, time.perf_counter()
+        while self._budget_left():
+            started = time.perf_counter()
+            group = []
+            for _ in range(t.accumulate):
+                index, n_batches, batch = next(batches)
+                group.append(batch)
+                self.state.next_batch = index + 1
+                if index + 1 == n_batches:
+                    self.state.epoch, self.state.next_batch = self.state.epoch + 1, 0
+                    break
+            loss = self._update(group)
+            self.state.step += 1
+            self.state.train_seconds += time.perf_counter() - started
+            window_tokens += sum(b.n_src_tokens + b.n_tgt_tokens for b in group)
+            bar.update(1)
+            if self.state.step % t.log_every == 0:
+                elapsed = time.perf_counter() - window_start
+                lr = self.optimizer.param_groups[0]["lr"]
+                record = dict(step=self.state.step, epoch=self.state.epoch, loss=round(loss, 4), lr=lr,
+                              tok_s=round(window_tokens / elapsed), minutes=round(self.state.train_seconds / 60, 2))
+                self._log(record)
+                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=record["tok_s"],
+                                min=f"{record['minutes']:.1f}")
+                window_tokens, window_start = 0, time.perf_counter()
+            self._maybe_snapshot()
+            if self.state.step % t.eval_every == 0 or not self._budget_left():
+                self._evaluate_and_save()
+                window_tokens, window_start = 0, time.perf_counter()
+        bar.close()
+        self._finish()
+        return self.state
+
+    def _update(self, group: list[Batch]) -> float:
+        """One optimizer update over the micro-batches of `group` (loss normalized by all their tokens)."""
+        t = self.config.train
+        total_tokens = sum(b.n_tgt_tokens for b in group)
+        total_loss = 0.0
+        for batch in group:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.bf16):
+                logits = self.model(batch.src, batch.tgt_in)  # (B, T, V)
+            loss_sum, _ = label_smoothed_cross_entropy(
+                logits, batch.tgt_out, self.tokenizer.pad_id, t.label_smoothing, summed=True
+            )
+            loss = loss_sum / max(total_tokens, 1)
+            if not torch.isfinite(loss):
+                self._non_finite(float(loss))
+            loss.backward()
+            total_loss += float(loss.detach())
+        if t.clip_norm:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total_loss
+
+    def _non_finite(self, value: float) -> None:
+        lr = self.optimizer.param_groups[0]["lr"]
+        raise NonFiniteLossError(
+            f"loss became {value} at step {self.state.step + 1} (learning rate {lr:.3g}); stopped without saving, so "
+            f"the last good checkpoint in {self.out} is intact. Try a lower train.lr, a longer train.warmup, "
+            "train.clip_norm=1.0, or bf16 instead of fp16; then --resume"
+        )
+
+    # --- validation and checkpoints ---------------------------------------------------------------
+    @torch.no_grad()
+    def _valid_loss(self) -> float:
+        tok, t = self.tokenizer, self.config.train
+        pairs = self.valid_pairs
+        sampler = TokenBatchSampler([(len(s), len(g)) for s, g in pairs], t.max_tokens, shuffle=False)
+        total, count = 0.0, 0
+        self.model.eval()
+        for indices in sampler:
+            batch = collate([pairs[i] for i in indices], tok.pad_id, tok.bos_id, tok.eos_id)
+            logits = self.model(batch.src, batch.tgt_in)
+            loss_sum, n = label_smoothed_cross_entropy(
+                logits, batch.tgt_out, tok.pad_id, t.label_smoothing, summed=True
+            )
+            total, count = total + float(loss_sum), count + n
+        self.model.train()
+        return total / max(count, 1)
+
+    def _valid_bleu(self) -> float:
+        limit = self.config.train.eval_limit
+        src, refs = self.valid_data.src[:limit], self.valid_data.tgt[:limit]
+        greedy = dataclasses.replace(self.config.decode, beam=1)
+        hyps = translate(self.model, self.tokenizer, src, greedy, self.config.data.max_len)
+        self.model.train()
+        return corpus_bleu(hyps, refs).score
+
+    def _evaluate_and_save(self) -> None:
+        s = self.state
+        record: dict = {"step": s.step, "minutes": round(s.train_seconds / 60, 2)}
+        ckpt_dir = self.out / "checkpoints"
+        ckpt_dir.mkdir(exist_ok=True)
+        ckpt = ckpt_dir / f"step-{s.step}.safetensors"
+        save_weights(self.model, ckpt)
+        s.checkpoints = [*s.checkpoints, str(ckpt.relative_to(self.out))]
+        keep = max(self.config.train.average_last, 1)
+        for old in s.checkpoints[:-keep]:
+            (self.out / old).unlink(missing_ok=True)
+        s.checkpoints = s.checkpoints[-keep:]
+        if self.valid_data is not None and len(self.valid_data):
+            record["valid_loss"] = round(self._valid_loss(), 4)
+            record["valid_bleu"] = round(self._valid_bleu(), 2)
+            better = record["valid_bleu"] > s.best_bleu
+        else:
+            better = True  # without a valid split, the latest weights are the ones to keep
+        if better:
+            s.best_bleu, s.best_step = record.get("valid_bleu", s.best_bleu), s.step
+            save_weights(self.model, self.out / "model.safetensors")
+        record["best_step"] = s.best_step
+        save_train_state(self.out / "train_state.pt", optimizer=self.optimizer, scheduler=self.scheduler,
+                         step=s.step, epoch=s.epoch, model=self.model, extra={"progress": vars(s).copy()})
+        self._log(record)
+
+    def _maybe_snapshot(self) -> None:
+        s = self.state
+        for minutes in self.config.train.snapshot_minutes:
+            if minutes not in s.snapshots_done and s.train_seconds >= minutes * 60:
+                (self.out / "snapshots").mkdir(exist_ok=True)
+                save_weights(self.model, self.out / "snapshots" / f"minute-{minutes:g}.safetensors")
+                s.snapshots_done = [*s.snapshots_done, minutes]
+                self._log({"step": s.step, "snapshot_minutes": minutes})
+
+    def _finish(self) -> None:
+        s, k = self.state, self.config.train.average_last
+        if k > 1 and len(s.checkpoints) > 1 and self.valid_data is not None:
+            trained = {name: p.detach().clone() for name, p in self.model.state_dict().items()}
+            apply_weights(self.model, average_weights([self.out / c for c in s.checkpoints]))
+            bleu = self._valid_bleu()
+            self._log({"step": s.step, "averaged": len(s.checkpoints), "valid_bleu_averaged": round(bleu, 2)})
+            if bleu > s.best_bleu:
+                s.best_bleu, s.best_step = bleu, s.step
+                save_weights(self.model, self.out / "model.safetensors")
+                logger.info("averaged weights of %d checkpoints are best (valid BLEU %.2f)", len(s.checkpoints), bleu)
+            self.model.load_state_dict(trained)
+        from transformer.viz.curves import plot_loss
+
+        plot_loss(self.out / "metrics.jsonl", self.out / "loss.png")
+
+    def _log(self, record: dict) -> None:
+        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        logger.info("%s", record)
+
+
+def train(config: RunConfig, out_dir: str | Path, resume: bool = False, progress_bar: bool = True) -> Progress:
+    """Train per `config` into `out_dir` (see Trainer); returns the final progress record."""
+    if not math.isfinite(config.train.lr):
+        raise ValueError(f"train.lr={config.train.lr} must be finite")
+    return Trainer(config, out_dir, resume=resume, progress_bar=progress_bar).train()

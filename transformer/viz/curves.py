@@ -1,0 +1,43 @@
+"""Training curves from metrics.jsonl, drawn with matplotlib (PNG)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def plot_loss(metrics_path: str | Path, out_path: str | Path) -> Path:
+    """Training loss (and validation loss where logged) against the update step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train, valid, bleu = [], [], []
+    for line in Path(metrics_path).read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if "loss" in record:
+            train.append((record["step"], record["loss"]))
+        if "valid_loss" in record:
+            valid.append((record["step"], record["valid_loss"]))
+        if "valid_bleu" in record:
+            bleu.append((record["step"], record["valid_bleu"]))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot(*zip(*train, strict=False), label="train loss (label-smoothed)", linewidth=1)
+    if valid:
+        ax.plot(*zip(*valid, strict=False), "o-", label="valid loss (label-smoothed)")
+    ax.set_xlabel("update step")
+    ax.set_ylabel("loss per token")
+    ax.grid(alpha=0.3)
+    if bleu:
+        twin = ax.twinx()
+        twin.plot(*zip(*bleu, strict=False), "s--", color="tab:green", label="valid BLEU")
+        twin.set_ylabel("valid BLEU")
+        twin.legend(loc="center right")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    out_path = Path(out_path)
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path
