@@ -205,7 +205,7 @@ class Trainer:
             )
             loss = loss_sum / max(total_tokens, 1)
             if not torch.isfinite(loss):
-                self._non_finite(float(loss))
+                self._non_finite(float(loss.detach()))
             loss.backward()
             total_loss += float(loss.detach())
         if t.clip_norm:
