@@ -37,7 +37,14 @@ def scaled_dot_product_attention(
         # Let an empty row attend everywhere (finite softmax), then zero its output below.
         mask = mask | ~has_key
     if not need_weights:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, H, T, Dh)
+        if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # torch's CPU flash-attention backward ran ~8x slower in bf16 than in fp32 here (profiled, see
+            # docs/RESULTS.md), so under autocast attention runs in fp32; the matrix products stay in bf16.
+            with torch.autocast("cpu", enabled=False):
+                out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, dropout_p=dropout)
+            out = out.to(q.dtype)  # (B, H, T, Dh)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, H, T, Dh)
         return (out if mask is None else out.masked_fill(~has_key, 0.0)), None
 
     scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, H, T, S)
