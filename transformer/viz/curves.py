@@ -24,18 +24,22 @@ def plot_loss(metrics_path: str | Path, out_path: str | Path) -> Path:
             bleu.append((record["step"], record["valid_bleu"]))
     fig, ax = plt.subplots(figsize=(7, 4))
     if train:
-        ax.plot(*zip(*train, strict=False), label="train loss (label-smoothed)", linewidth=1)
+        ax.plot(*zip(*train, strict=True), label="train loss (label-smoothed)", linewidth=1)
     if valid:
-        ax.plot(*zip(*valid, strict=False), "o-", label="valid loss (label-smoothed)")
+        ax.plot(*zip(*valid, strict=True), "o-", label="valid loss (label-smoothed)")
     ax.set_xlabel("update step")
     ax.set_ylabel("loss per token")
     ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    legend_axes = ax
     if bleu:
         twin = ax.twinx()
-        twin.plot(*zip(*bleu, strict=False), "s--", color="tab:green", label="valid BLEU")
+        twin.plot(*zip(*bleu, strict=True), "s--", color="tab:green", label="valid BLEU (greedy)")
         twin.set_ylabel("valid BLEU")
-        twin.legend(loc="center right")
-    ax.legend(loc="upper right")
+        more_handles, more_labels = twin.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+        legend_axes = twin  # drawn last, so the legend sits above every line
+    legend_axes.legend(handles, labels, loc="lower left", framealpha=1.0)
     fig.tight_layout()
     out_path = Path(out_path)
     fig.savefig(out_path, dpi=100)
