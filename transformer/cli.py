@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -61,7 +62,7 @@ def _decode_args(parser: argparse.ArgumentParser) -> None:
 def _decode_config(args: argparse.Namespace, default: DecodeConfig) -> DecodeConfig:
     changes = {k: v for k, v in (("beam", args.beam), ("alpha", args.alpha), ("batch_size", args.batch_size))
                if v is not None}
-    return DecodeConfig(**{**vars(default), **changes})
+    return dataclasses.replace(default, **changes)
 
 
 def _cmd_data(args: argparse.Namespace) -> None:

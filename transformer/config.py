@@ -22,13 +22,18 @@ def _check(condition: bool, message: str) -> None:
 
 def from_dict(cls: type[T], values: dict[str, Any], where: str) -> T:
     """Build dataclass `cls` from a dict; an unknown key is an error that suggests the closest name."""
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    _check_known(values, [f.name for f in dataclasses.fields(cls)], f"config key {where}.")  # type: ignore[arg-type]
+    return cls(**values)
+
+
+def _check_known(values: dict[str, Any], names: list[str], what: str) -> None:
+    """Raise for the first key not in `names`, suggesting the closest one (or listing them all)."""
     for key in values:
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1)
-            hint = f"; did you mean {where}.{close[0]}?" if close else f"; valid keys: {', '.join(names)}"
-            raise ValueError(f"unknown config key {where}.{key}{hint}")
-    return cls(**values)
+            prefix = what.rpartition(" ")[2]
+            hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid: {', '.join(names)}"
+            raise ValueError(f"unknown {what}{key}{hint}")
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -254,12 +259,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, tree: dict[str, Any]) -> RunConfig:
-        sections = {"model", "data", "train", "decode"}
-        for key in tree:
-            if key not in sections:
-                close = difflib.get_close_matches(key, sorted(sections), n=1)
-                hint = f"; did you mean {close[0]}?" if close else f"; sections are {sorted(sections)}"
-                raise ValueError(f"unknown config section {key!r}{hint}")
+        _check_known(tree, ["model", "data", "train", "decode"], "config section ")
         return cls(
             model=model_config_from_dict(tree.get("model") or {}),
             data=from_dict(DataConfig, tree.get("data") or {}, "data"),
