@@ -225,7 +225,7 @@ class TrainConfig:
         _check(self.max_steps is None or self.max_steps > 0, f"train.max_steps={self.max_steps} must be > 0")
         _check(self.max_tokens > 0 and self.accumulate > 0 and self.warmup > 0,
                f"train.max_tokens={self.max_tokens}, accumulate={self.accumulate}, warmup={self.warmup} must be > 0")
-        _check(self.lr > 0, f"train.lr={self.lr} must be > 0")
+        _check(0 < self.lr < float("inf"), f"train.lr={self.lr} must be a positive finite number")
         _check(0.0 <= self.label_smoothing < 1.0, f"train.label_smoothing={self.label_smoothing} must be in [0, 1)")
         _check(self.eval_every > 0 and self.log_every > 0,
                f"train.eval_every={self.eval_every} and log_every={self.log_every} must be > 0")

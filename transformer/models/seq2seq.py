@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
 from torch import Tensor, nn
 
 from transformer.nn.attention import KVCache
@@ -96,7 +95,6 @@ class EncoderDecoder(nn.Module):
         src_mask = padding_mask(src, self.pad_id)  # (B, 1, 1, S)
         return self.decode(tgt, self.encode(src, src_mask), src_mask)  # (B, T, V)
 
-    @torch.no_grad()
     def num_parameters(self) -> int:
         """Parameters counted once, even when embeddings and output projection share a tensor."""
         return sum(p.numel() for p in self.parameters())

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -308,6 +307,4 @@ class Trainer:
 
 def train(config: RunConfig, out_dir: str | Path, resume: bool = False, progress_bar: bool = True) -> Progress:
     """Train per `config` into `out_dir` (see Trainer); returns the final progress record."""
-    if not math.isfinite(config.train.lr):
-        raise ValueError(f"train.lr={config.train.lr} must be finite")
     return Trainer(config, out_dir, resume=resume, progress_bar=progress_bar).train()
