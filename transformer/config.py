@@ -201,6 +201,7 @@ class TrainConfig:
     accumulate: int = 1  # micro-batches per optimizer update
     lr: float = 7e-4  # peak learning rate, reached at step `warmup`, then ~ 1/sqrt(step)
     warmup: int = 1000
+    cooldown: float = 0.0  # decay the lr linearly to 0 over this last fraction of the budget (steps or minutes)
     betas: tuple[float, float] = (0.9, 0.98)
     adam_eps: float = 1e-9
     weight_decay: float = 0.0
@@ -226,6 +227,9 @@ class TrainConfig:
         _check(self.max_tokens > 0 and self.accumulate > 0 and self.warmup > 0,
                f"train.max_tokens={self.max_tokens}, accumulate={self.accumulate}, warmup={self.warmup} must be > 0")
         _check(0 < self.lr < float("inf"), f"train.lr={self.lr} must be a positive finite number")
+        _check(0.0 <= self.cooldown <= 1.0,
+               f"train.cooldown={self.cooldown} must be in [0, 1]: the last fraction of the budget over which "
+               "the learning rate decays to 0 (0 = the paper's schedule alone)")
         _check(0.0 <= self.label_smoothing < 1.0, f"train.label_smoothing={self.label_smoothing} must be in [0, 1)")
         _check(self.eval_every > 0 and self.log_every > 0,
                f"train.eval_every={self.eval_every} and log_every={self.log_every} must be > 0")

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from transformer.training import inverse_sqrt_lr, make_optimizer, make_scheduler
+from transformer.training import cooldown_factor, inverse_sqrt_lr, make_optimizer, make_scheduler
 
 STEPS = [1, 2, 3, 10, 99, 100, 101, 250, 4000, 10_000, 100_000]
 
@@ -95,3 +95,16 @@ def test_bad_step_and_lr():
         inverse_sqrt_lr(-1, warmup=10, d_model=8)
     with pytest.raises(ValueError, match="lr=0"):
         make_optimizer([nn.Parameter(torch.zeros(1))], lr=0)
+
+
+@pytest.mark.parametrize(("progress", "fraction", "expected"), [
+    (0.0, 0.25, 1.0), (0.75, 0.25, 1.0), (0.8, 0.25, 0.8), (0.9, 0.25, 0.4), (1.0, 0.25, 0.0), (1.3, 0.25, 0.0),
+    (0.0, 1.0, 1.0), (0.5, 1.0, 0.5), (0.99, 0.0, 1.0), (2.0, 0.0, 1.0),
+])
+def test_cooldown_is_linear_to_zero_over_the_last_fraction(progress, fraction, expected):
+    assert cooldown_factor(progress, fraction) == pytest.approx(expected, rel=1e-12)
+
+
+def test_cooldown_fraction_outside_zero_one_is_an_error():
+    with pytest.raises(ValueError, match=r"fraction=1.5 must be in \[0, 1\]"):
+        cooldown_factor(0.5, 1.5)

@@ -8,6 +8,7 @@ import transformer.training.trainer as trainer_module
 from tests.corpus import run_config, write_corpus
 from transformer.config import RunConfig
 from transformer.inference import load_model_dir
+from transformer.training.schedule import cooldown_factor, inverse_sqrt_lr
 from transformer.training.trainer import NonFiniteLossError, train
 
 
@@ -77,3 +78,15 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_pa
     state = torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)
     assert state["step"] >= 2
     assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_cooldown_decays_the_logged_learning_rate_to_the_formula(corpus, tmp_path):
+    config = _config(corpus, max_steps=8, log_every=1, eval_every=100, warmup=2, cooldown=0.5)
+    train(config, tmp_path / "run", progress_bar=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r["lr"] for r in records if "loss" in r]
+    # update n (from 1) runs at budget share (n - 1) / 8: full schedule for n <= 5, then linear decay to 0
+    expected = [inverse_sqrt_lr(n, warmup=2, peak_lr=3e-3) * cooldown_factor((n - 1) / 8, 0.5) for n in range(1, 9)]
+    assert logged == pytest.approx(expected, rel=1e-12)
+    assert logged[4] == pytest.approx(inverse_sqrt_lr(5, warmup=2, peak_lr=3e-3))  # cooldown not yet begun
+    assert logged[-1] == pytest.approx(inverse_sqrt_lr(8, warmup=2, peak_lr=3e-3) / 4)  # share 7/8: factor 1/4

@@ -12,13 +12,14 @@ from transformer.training.checkpoint import (
     unwrap_model,
 )
 from transformer.training.loss import label_smoothed_cross_entropy
-from transformer.training.schedule import inverse_sqrt_lr, make_optimizer, make_scheduler
+from transformer.training.schedule import cooldown_factor, inverse_sqrt_lr, make_optimizer, make_scheduler
 
 __all__ = [
     "apply_weights",
     "atomic_path",
     "atomic_write_text",
     "average_weights",
+    "cooldown_factor",
     "inverse_sqrt_lr",
     "label_smoothed_cross_entropy",
     "load_train_state",

@@ -50,6 +50,20 @@ def inverse_sqrt_lr(
     return scale * d_model**-0.5 * min(step**-0.5, step * warmup**-1.5)
 
 
+def cooldown_factor(progress: float, fraction: float) -> float:
+    """Multiplier of the learning rate that decays it linearly to 0 over the last ``fraction`` of training.
+
+    ``progress`` is the share of the training budget used so far (0 at the start, 1 at the end, whether the
+    budget is counted in updates or in minutes). Returns 1 until ``progress`` reaches ``1 - fraction``, then
+    ``(1 - progress) / fraction``, clamped to [0, 1]. ``fraction=0`` leaves the schedule unchanged.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"cooldown fraction={fraction} must be in [0, 1] (0 = no cooldown, 0.2 = the last 20%)")
+    if fraction == 0.0:
+        return 1.0
+    return min(1.0, max(0.0, (1.0 - progress) / fraction))
+
+
 def make_optimizer(
     params_or_model: nn.Module | Iterable[torch.Tensor] | Iterable[dict],
     lr: float,

@@ -30,7 +30,7 @@ from transformer.training.checkpoint import (
     save_weights,
 )
 from transformer.training.loss import label_smoothed_cross_entropy
-from transformer.training.schedule import make_optimizer, make_scheduler
+from transformer.training.schedule import cooldown_factor, make_optimizer, make_scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +97,7 @@ class Trainer:
             self.model, train_cfg.lr, train_cfg.betas, train_cfg.adam_eps, train_cfg.weight_decay
         )
         self.scheduler = make_scheduler(self.optimizer, train_cfg.warmup, peak_lr=train_cfg.lr)
+        self.last_lr = 0.0  # the learning rate of the latest update (schedule x cooldown)
         self.state = Progress()
         if resume:
             self._load_state()
@@ -142,6 +143,18 @@ class Trainer:
             return False
         return t.max_minutes is None or s.train_seconds < t.max_minutes * 60
 
+    def _budget_used(self) -> float:
+        """The share of the training budget spent so far: the largest of the step, minute and epoch shares."""
+        t, s = self.config.train, self.state
+        shares = [0.0]
+        if t.max_steps is not None:
+            shares.append(s.step / t.max_steps)
+        if t.max_minutes is not None:
+            shares.append(s.train_seconds / (t.max_minutes * 60))
+        if t.max_epochs is not None:
+            shares.append((s.epoch + s.next_batch / max(len(self.sampler), 1)) / t.max_epochs)
+        return max(shares)
+
     def _micro_batches(self):
         """Yield (index, batches in the epoch, Batch) from where training stopped, epoch after epoch."""
         tok = self.tokenizer
@@ -176,7 +189,7 @@ class Trainer:
             bar.update(1)
             if self.state.step % t.log_every == 0:
                 elapsed = time.perf_counter() - window_start
-                lr = self.optimizer.param_groups[0]["lr"]
+                lr = self.last_lr
                 record = dict(step=self.state.step, epoch=self.state.epoch, loss=round(loss, 4), lr=lr,
                               tok_s=round(window_tokens / elapsed), minutes=round(self.state.train_seconds / 60, 2))
                 self._log(record)
@@ -194,6 +207,10 @@ class Trainer:
     def _update(self, group: list[Batch]) -> float:
         """One optimizer update over the micro-batches of `group` (loss normalized by all their tokens)."""
         t = self.config.train
+        factor = cooldown_factor(self._budget_used(), t.cooldown)
+        for group_lr, param_group in zip(self.scheduler.get_last_lr(), self.optimizer.param_groups, strict=True):
+            param_group["lr"] = group_lr * factor  # the scheduler recomputes its own lr at every step
+        self.last_lr = self.optimizer.param_groups[0]["lr"]
         total_tokens = sum(b.n_tgt_tokens for b in group)
         total_loss = 0.0
         for batch in group:
