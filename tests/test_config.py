@@ -1,6 +1,6 @@
 import pytest
 
-from transformer.config import ModelConfig, apply_overrides, model_config_from_dict
+from transformer.config import ModelConfig, TrainConfig, apply_overrides, model_config_from_dict
 
 
 def test_presets_are_table_3_and_validate():
@@ -39,3 +39,8 @@ def test_overrides_parse_yaml_values_into_nested_sections():
     assert model_config_from_dict(tree["model"]).dropout == 0.3
     with pytest.raises(ValueError, match=r"override 'model.dropout' is not of the form section.key=value"):
         apply_overrides({}, ["model.dropout"])
+
+
+def test_cooldown_outside_zero_one_names_the_value():
+    with pytest.raises(ValueError, match=r"train.cooldown=1.5 must be in \[0, 1\]"):
+        TrainConfig(max_steps=10, cooldown=1.5)
