@@ -44,3 +44,12 @@ def test_overrides_parse_yaml_values_into_nested_sections():
 def test_cooldown_outside_zero_one_names_the_value():
     with pytest.raises(ValueError, match=r"train.cooldown=1.5 must be in \[0, 1\]"):
         TrainConfig(max_steps=10, cooldown=1.5)
+
+
+def test_bos_may_equal_pad_or_eos_and_position_offset_needs_learned_positions():
+    assert ModelConfig.preset("tiny", pad_id=5, bos_id=5, eos_id=0).bos_id == 5  # Marian starts with <pad>
+    assert ModelConfig.preset("tiny", pad_id=1, bos_id=2, eos_id=2).bos_id == 2  # BART starts with </s>
+    with pytest.raises(ValueError, match=r"position_offset=2 needs positional='learned'"):
+        ModelConfig.preset("tiny", position_offset=2)
+    with pytest.raises(ValueError, match=r"activation='tanh': use 'relu', 'gelu' or 'swish'"):
+        ModelConfig.preset("tiny", activation="tanh")

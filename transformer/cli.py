@@ -49,11 +49,28 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--weights", default="model.safetensors",
                           help="weights file inside the model directory (e.g. snapshots/minute-30.safetensors)")
     evaluate.add_argument("--output", type=Path, help="also write the translations to this file")
+    onnx = commands.add_parser("export-onnx", help="export the encoder and one decoder step (KV cache in/out) to ONNX")
+    onnx.add_argument("--model", required=True, type=Path, help="model directory written by `transformer train`")
+    onnx.add_argument("--out", required=True, type=Path,
+                      help="directory to write encoder.onnx, decoder.onnx, onnx_config.json and tokenizer.json")
+    onnx.add_argument("--opset", type=int, default=18, help="ONNX opset version, 18..22 (default: 18)")
+    onnx.add_argument("--max-length", type=int,
+                      help="longest source and output the graphs accept (default: the model's max_positions)")
+    onnx.add_argument("--weights", default="model.safetensors", help="weights file inside the model directory")
+    hf = commands.add_parser("import-hf", help="convert a Hugging Face Marian or BART directory into a model directory")
+    hf.add_argument("hf_dir", type=Path,
+                    help="directory written by save_pretrained: config.json, model.safetensors or pytorch_model.bin, "
+                         "and the tokenizer (tokenizer.json, or Marian's source.spm, target.spm, vocab.json)")
+    hf.add_argument("--out", required=True, type=Path, help="model directory to write (must not hold a model)")
+    hf.add_argument("--set", dest="overrides", action="append", default=[], metavar="A.B=C",
+                    help="set a data or decode value of the written config.yaml, e.g. --set decode.beam=4 "
+                         "or --set data.test_src=F (repeatable)")
     return parser
 
 
 def _decode_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, type=Path, help="model directory written by `transformer train`")
+    parser.add_argument("--model", required=True, type=Path,
+                        help="model directory written by `transformer train` or `transformer import-hf`")
     parser.add_argument("--beam", type=int, help="beam size (1 = greedy; default from the model's config)")
     parser.add_argument("--alpha", type=float, help="length penalty alpha (default from the model's config)")
     parser.add_argument("--batch-size", type=int, help="segments per decoding batch")
@@ -130,14 +147,44 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
                       "beam": decode.beam, "split": args.split, "decode_seconds": round(seconds, 1)}))
 
 
+def _cmd_export_onnx(args: argparse.Namespace) -> None:
+    from transformer.interop.onnx import export_model_dir
+
+    config = export_model_dir(args.model, args.out, opset=args.opset, max_length=args.max_length,
+                              weights=args.weights)
+    layers = f"{{key,value}}_{{0..{config['n_layers'] - 1}}}"
+    signatures = {
+        config["encoder_file"]: f"src -> memory, cross_{layers}",
+        config["decoder_file"]: f"tokens, src_mask, past_{layers}, cross_{layers} -> logits, present_{layers}",
+    }
+    for name, signature in signatures.items():
+        path = args.out / name
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {signature}")
+    print(f"wrote {args.out / 'onnx_config.json'}, {args.out / 'tokenizer.json'}")
+    print(json.dumps({"out": str(args.out), "opset": config["opset"], "n_layers": config["n_layers"],
+                      "max_length": config["max_length"]}))
+
+
+def _cmd_import_hf(args: argparse.Namespace) -> None:
+    from transformer.interop.huggingface import import_hf
+
+    config = import_hf(args.hf_dir, args.out, args.overrides)
+    m = config.model
+    print(f"wrote {args.out}: config.yaml, model.safetensors, tokenizer file(s)")
+    print(json.dumps({"out": str(args.out), "d_model": m.d_model, "layers": [m.n_encoder_layers, m.n_decoder_layers],
+                      "vocab": [m.src_vocab_size, m.tgt_vocab_size], "beam": config.decode.beam,
+                      "alpha": config.decode.alpha}))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    handler = {"data": _cmd_data, "train": _cmd_train, "translate": _cmd_translate, "evaluate": _cmd_evaluate}
+    handler = {"data": _cmd_data, "train": _cmd_train, "translate": _cmd_translate, "evaluate": _cmd_evaluate,
+               "export-onnx": _cmd_export_onnx, "import-hf": _cmd_import_hf}
     try:
         handler[args.command](args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, ModuleNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -82,16 +82,20 @@ class ModelConfig:
     dropout: float = 0.1  # P_drop on sublayer outputs and on embeddings + positions (section 5.4)
     attention_dropout: float = 0.0
     activation_dropout: float = 0.0
-    activation: str = "relu"
+    activation: str = "relu"  # or "gelu", "swish" (x * sigmoid(x), used by OPUS-MT Marian models)
     norm_first: bool = False  # False: post-LN as in the paper; True: pre-LN
     positional: str = "sinusoidal"  # or "learned"
+    sinusoidal_interleaved: bool = True  # sin on even, cos on odd dims (paper); False: sines then cosines (Marian)
     max_positions: int = 1024  # size of a learned table; sinusoidal encodings have no limit
+    position_offset: int = 0  # learned table rows kept before position 0 (BART stores positions from row 2)
+    layernorm_embedding: bool = False  # a LayerNorm on embeddings + positions, before dropout (BART)
     share_embeddings: bool = True  # one embedding for source and target (needs a joint vocabulary)
     tie_output: bool = True  # output projection shares the target embedding matrix (section 3.4)
+    output_bias: bool = False  # a bias on the output logits (Hugging Face's final_logits_bias)
     scale_embedding: bool = True  # multiply embeddings by sqrt(d_model)
     layer_norm_eps: float = 1e-5
     pad_id: int = 0
-    bos_id: int = 1
+    bos_id: int = 1  # the token decoding starts with: Marian starts with pad_id, BART with eos_id
     eos_id: int = 2
 
     def __post_init__(self) -> None:
@@ -105,16 +109,22 @@ class ModelConfig:
                f"choose n_heads that divides d_model (d_head = d_model // n_heads)")
         for name in ("dropout", "attention_dropout", "activation_dropout"):
             _check(0.0 <= getattr(self, name) < 1.0, f"model.{name}={getattr(self, name)} must be in [0, 1)")
-        _check(self.activation in ("relu", "gelu"), f"model.activation={self.activation!r}: use 'relu' or 'gelu'")
+        _check(self.activation in ("relu", "gelu", "swish"),
+               f"model.activation={self.activation!r}: use 'relu', 'gelu' or 'swish'")
         _check(self.positional in ("sinusoidal", "learned"),
                f"model.positional={self.positional!r}: use 'sinusoidal' or 'learned'")
+        _check(self.position_offset >= 0 and (self.position_offset == 0 or self.positional == "learned"),
+               f"model.position_offset={self.position_offset} needs positional='learned' and must be >= 0 "
+               f"(got positional={self.positional!r})")
         _check(self.positional != "sinusoidal" or self.d_model % 2 == 0,
                f"sinusoidal positions need an even d_model, got {self.d_model}")
         _check(not self.share_embeddings or self.src_vocab_size == self.tgt_vocab_size,
                f"share_embeddings needs one joint vocabulary, but src_vocab_size={self.src_vocab_size} "
                f"!= tgt_vocab_size={self.tgt_vocab_size}; set share_embeddings=false or use a joint tokenizer")
         ids = {"pad_id": self.pad_id, "bos_id": self.bos_id, "eos_id": self.eos_id}
-        _check(len(set(ids.values())) == 3, f"special ids must differ, got {ids}")
+        _check(self.pad_id != self.eos_id,
+               f"special ids must differ, got {ids}: pad_id and eos_id must be different tokens "
+               "(bos_id may equal pad_id, as in Marian, or eos_id, as in BART)")
         for name, value in ids.items():
             _check(0 <= value < min(self.src_vocab_size, self.tgt_vocab_size),
                    f"model.{name}={value} is outside the vocabulary (size {self.tgt_vocab_size})")

@@ -32,10 +32,12 @@ def load_run_config(model_dir: str | Path) -> RunConfig:
 def load_model_dir(
     model_dir: str | Path, weights: str = "model.safetensors"
 ) -> tuple[EncoderDecoder, Tokenizer, RunConfig]:
-    """The model (in eval mode), its tokenizer and its resolved config, from a directory `train` wrote."""
+    """The model (in eval mode), its tokenizer and its resolved config, from a directory `train` or
+    `import-hf` wrote. The tokenizer's special ids are the model's (config.yaml)."""
     model_dir = Path(model_dir)
     config = load_run_config(model_dir)
-    tokenizer = Tokenizer.load(model_dir / "tokenizer.json")
+    m = config.model
+    tokenizer = Tokenizer.load(model_dir / "tokenizer.json", pad_id=m.pad_id, bos_id=m.bos_id, eos_id=m.eos_id)
     model = build_model(config.model)
     load_weights(model, model_dir / weights)
     return model.eval(), tokenizer, config
@@ -49,10 +51,12 @@ def translate(
     max_src_len: int | None = None,
     progress: bool = False,
 ) -> list[str]:
-    """Translate each line; batches are formed from length-sorted lines, the output keeps the input order."""
-    encoded = tokenizer.encode_batch(list(lines))
-    if max_src_len is not None:
-        encoded = [ids[:max_src_len] for ids in encoded]
+    """Translate each line; batches are formed from length-sorted lines, the output keeps the input order.
+
+    Sources get the tokenizer's special tokens (none for ours; </s> appended for Marian, <s> ... </s> for
+    BART), and at most `max_src_len` ids each.
+    """
+    encoded = tokenizer.encode_batch(list(lines), add_special_tokens=True, max_len=max_src_len)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     results: list[str] = [""] * len(encoded)
     pad, bos, eos = tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id

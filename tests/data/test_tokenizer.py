@@ -105,3 +105,27 @@ def test_vocab_size_too_small() -> None:
         train_bpe(SAMPLE, vocab_size=260)
     with pytest.raises(ValueError, match="min_frequency=0"):
         train_bpe(SAMPLE, vocab_size=300, min_frequency=0)
+
+
+def test_explicit_special_ids_target_file_and_source_specials(tok: Tokenizer, tmp_path: Path) -> None:
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import processors
+
+    source = HFTokenizer.from_str(tok.hf_tokenizer.to_str())
+    source.post_processor = processors.TemplateProcessing(single="$A <eos>", special_tokens=[("<eos>", 2)])
+    target = HFTokenizer.from_str(tok.hf_tokenizer.to_str())
+    pair = Tokenizer(source, pad_id=0, bos_id=0, eos_id=2, target=target)  # Marian-like: decoding starts with pad
+    assert (pair.pad_id, pair.bos_id, pair.eos_id) == (0, 0, 2)
+    text = "In the beginning"
+    plain = tok.encode(text)
+    assert pair.encode_batch([text], add_special_tokens=True) == [plain + [2]]
+    assert pair.encode_batch([text], add_special_tokens=True, max_len=3) == [plain[:2] + [2]]
+    assert tok.encode_batch([text], add_special_tokens=True, max_len=3) == [plain[:3]]  # ours: no specials
+    pair.save(tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {"tokenizer.json", "target_tokenizer.json"}
+    loaded = Tokenizer.load(tmp_path, pad_id=0, bos_id=0, eos_id=2)
+    assert loaded.target_hf_tokenizer is not loaded.hf_tokenizer and loaded.decode(plain) == text
+    with pytest.raises(ValueError, match=r"Special token <pad> has id None, expected 0.*give the tokenizer's own"):
+        Tokenizer(HFTokenizer.from_str(source.to_str().replace('"<pad>"', '"<nopad>"')))
+    with pytest.raises(ValueError, match=r"special ids \{'eos_id': 9999\} are outside the tokenizer's vocabulary"):
+        Tokenizer(source, pad_id=0, bos_id=1, eos_id=9999)

@@ -106,3 +106,32 @@ def test_out_of_range_source_id_is_caught_before_the_kernel():
     model = _tiny()
     with pytest.raises(ValueError, match=rf"token id {V + 2} is out of range for a vocabulary of size {V}"):
         model(torch.tensor([[4, V + 2]]), torch.tensor([[1, 5]]))
+
+
+def test_default_config_keeps_the_parameter_names_of_existing_checkpoints():
+    names = set(_tiny().state_dict())
+    assert "output_proj.bias" not in names and not any(".norm." in n for n in names if "embed" in n)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(positional="sinusoidal", sinusoidal_interleaved=False, activation="swish"),  # Marian
+        dict(positional="learned", position_offset=2, max_positions=16, layernorm_embedding=True,
+             activation="gelu", scale_embedding=False, output_bias=True),  # BART
+    ],
+)
+def test_hugging_face_options_build_and_cache_equals_recompute(options):
+    model = _tiny(**options)
+    if options.get("layernorm_embedding"):
+        assert isinstance(model.src_embed.norm, torch.nn.LayerNorm) and model.output_proj.bias.shape == (V,)
+        assert model.tgt_embed.positions.weight.shape == (18, 64)
+    src, tgt = torch.randint(3, V, (2, 5)), torch.randint(3, V, (2, 6))
+    memory = model.encode(src)
+    full = model.decode(tgt, memory, None)
+    logits, cache = model.decode_step(tgt[:, :2], memory, None)
+    steps = [logits]
+    for t in range(2, 6):
+        logits, cache = model.decode_step(tgt[:, t : t + 1], memory, None, cache)
+        steps.append(logits)
+    assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)

@@ -43,3 +43,11 @@ def test_out_of_range_token_id_names_id_and_vocab(bad):
     emb = TokenEmbedding(10, 16)
     with pytest.raises(ValueError, match=rf"token id {bad} is out of range for a vocabulary of size 10"):
         emb(torch.tensor([[1, bad, 3]]))
+
+
+def test_learned_row_offset_keeps_rows_before_position_0():
+    pe = LearnedPositionalEmbedding(max_len=4, d_model=6, row_offset=2)  # BART's table: max_len + 2 rows
+    assert pe.weight.shape == (6, 6)
+    assert_close(pe(3, offset=1), pe.weight[3:6])
+    with pytest.raises(ValueError, match=r"5 positions exceeds the learned positional table of max_len=4"):
+        pe(3, offset=2)

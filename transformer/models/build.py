@@ -17,8 +17,13 @@ from transformer.nn.positional import (
 
 def _positions(config: ModelConfig) -> nn.Module:
     if config.positional == "learned":
-        return LearnedPositionalEmbedding(config.max_positions, config.d_model)
-    return SinusoidalPositionalEncoding(config.d_model)
+        return LearnedPositionalEmbedding(config.max_positions, config.d_model, config.position_offset)
+    return SinusoidalPositionalEncoding(config.d_model, interleaved=config.sinusoidal_interleaved)
+
+
+def _embedding(config: ModelConfig, tokens: TokenEmbedding) -> InputEmbedding:
+    norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.layernorm_embedding else None
+    return InputEmbedding(tokens, _positions(config), config.dropout, norm)
 
 
 def build_model(config: ModelConfig) -> EncoderDecoder:
@@ -46,9 +51,10 @@ def build_model(config: ModelConfig) -> EncoderDecoder:
     src_tokens = tgt_tokens if c.share_embeddings else TokenEmbedding(
         c.src_vocab_size, c.d_model, c.pad_id, c.scale_embedding
     )
-    src_embed = InputEmbedding(src_tokens, _positions(c), c.dropout)
-    tgt_embed = InputEmbedding(tgt_tokens, _positions(c), c.dropout)
-    output_proj = nn.Linear(c.d_model, c.tgt_vocab_size, bias=False)
+    src_embed, tgt_embed = _embedding(c, src_tokens), _embedding(c, tgt_tokens)
+    output_proj = nn.Linear(c.d_model, c.tgt_vocab_size, bias=c.output_bias)
+    if c.output_bias:
+        nn.init.zeros_(output_proj.bias)
     if c.tie_output:
         output_proj.weight = tgt_tokens.weight
     else:

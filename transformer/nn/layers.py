@@ -14,7 +14,8 @@ from torch import Tensor, nn
 
 from transformer.nn.attention import KVCache, MultiHeadAttention
 
-ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu, "gelu": F.gelu}
+# "swish" is x * sigmoid(x) (SiLU), the activation of the OPUS-MT Marian models.
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu, "gelu": F.gelu, "swish": F.silu}
 
 
 class FeedForward(nn.Module):

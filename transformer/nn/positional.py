@@ -47,12 +47,18 @@ class SinusoidalPositionalEncoding(nn.Module):
 
 
 class LearnedPositionalEmbedding(nn.Module):
-    """A learned vector per position, up to max_len positions (the paper's alternative in Table 3 (E))."""
+    """A learned vector per position, up to max_len positions (the paper's alternative in Table 3 (E)).
 
-    def __init__(self, max_len: int, d_model: int):
+    `row_offset` rows precede position 0 in the table and are never read (BART keeps 2 there, so its
+    checkpoints' (max_len + 2, D) tables load unchanged).
+    """
+
+    def __init__(self, max_len: int, d_model: int, row_offset: int = 0):
         super().__init__()
-        self.max_len = max_len
-        self.weight = nn.Parameter(torch.empty(max_len, d_model))
+        if row_offset < 0:
+            raise ValueError(f"row_offset={row_offset} must be >= 0")
+        self.max_len, self.row_offset = max_len, row_offset
+        self.weight = nn.Parameter(torch.empty(row_offset + max_len, d_model))
         nn.init.normal_(self.weight, std=d_model**-0.5)
 
     def forward(self, length: int, offset: int = 0) -> Tensor:
@@ -62,7 +68,7 @@ class LearnedPositionalEmbedding(nn.Module):
                 f"sequence of {end} positions exceeds the learned positional table of max_len={self.max_len}; "
                 "truncate the input (e.g. data max_len) or use positional='sinusoidal', which has no limit"
             )
-        return self.weight[offset:end]  # (T, D)
+        return self.weight[self.row_offset + offset : self.row_offset + end]  # (T, D)
 
 
 class TokenEmbedding(nn.Module):
@@ -81,12 +87,18 @@ class TokenEmbedding(nn.Module):
         return nn.functional.embedding(tokens, self.weight, self.pad_id) * self.scale  # (B, T, D)
 
 
+def _exporting() -> bool:
+    """True while torch.export traces the model (reading an id's value would break the trace)."""
+    is_exporting = getattr(torch.compiler, "is_exporting", None)
+    return bool(is_exporting and is_exporting())
+
+
 def check_token_ids(tokens: Tensor, vocab_size: int) -> None:
     """Raise a ValueError naming the bad id before an embedding kernel asserts on it."""
     if tokens.dtype not in (torch.int64, torch.int32):
         raise ValueError(f"token ids must be an integer tensor, got dtype {tokens.dtype}")
-    if tokens.numel() == 0:
-        return
+    if _exporting() or tokens.numel() == 0:
+        return  # an exported graph cannot raise: its caller checks the ids (transformer.interop.onnx does)
     low, high = int(tokens.min()), int(tokens.max())
     if low < 0 or high >= vocab_size:
         bad = low if low < 0 else high
@@ -97,14 +109,21 @@ def check_token_ids(tokens: Tensor, vocab_size: int) -> None:
 
 
 class InputEmbedding(nn.Module):
-    """Scaled token embedding + positional encoding, then dropout (section 5.4): (B, T) ids -> (B, T, D)."""
+    """Scaled token embedding + positional encoding, then dropout (section 5.4): (B, T) ids -> (B, T, D).
 
-    def __init__(self, tokens: TokenEmbedding, positions: nn.Module, dropout: float = 0.0):
+    An optional LayerNorm between the sum and the dropout is BART's `layernorm_embedding`.
+    """
+
+    def __init__(self, tokens: TokenEmbedding, positions: nn.Module, dropout: float = 0.0,
+                 norm: nn.LayerNorm | None = None):
         super().__init__()
         self.tokens, self.positions = tokens, positions
+        self.norm = norm
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, ids: Tensor, offset: int = 0) -> Tensor:
         x = self.tokens(ids)  # (B, T, D)
         x = x + self.positions(ids.size(1), offset).to(x.dtype)  # (B, T, D)
+        if self.norm is not None:
+            x = self.norm(x)  # (B, T, D)
         return self.dropout(x)
