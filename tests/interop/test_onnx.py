@@ -70,6 +70,13 @@ def test_export_onnx_command_writes_both_graphs_their_config_and_the_tokenizer(e
     assert (config["pad_id"], config["bos_id"], config["eos_id"]) == (0, 1, 2)
 
 
+def test_export_tokenizer_encodes_like_the_model_directory(models):
+    _, tokenizer, graphs = models
+    exported = graphs.tokenizer()
+    assert (exported.pad_id, exported.bos_id, exported.eos_id) == (tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id)
+    assert exported.encode_batch(SOURCES, add_special_tokens=True) == tokenizer.encode_batch(SOURCES)
+
+
 def test_graphs_have_dynamic_batch_source_and_past_lengths(models):
     graphs = models[2]
     shapes = {i.name: i.shape for s in (graphs.encoder, graphs.decoder) for i in (*s.get_inputs(), *s.get_outputs())}

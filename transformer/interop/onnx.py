@@ -54,6 +54,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from transformer.data.tokenizer import Tokenizer
 from transformer.decoding.greedy import banned_ids, check_special_ids, check_vocab, length_limits
 from transformer.models.seq2seq import DecoderCache, EncoderDecoder
 from transformer.nn.attention import KVCache
@@ -273,7 +274,7 @@ class OnnxSeq2Seq:
 
     def __init__(self, export_dir: str | Path, providers: Sequence[str] | None = None, threads: int | None = None):
         ort = _require("onnxruntime", "Running an ONNX export")
-        export_dir = Path(export_dir)
+        export_dir = self.export_dir = Path(export_dir)
         config_path = export_dir / CONFIG_FILE
         if not config_path.is_file():
             raise FileNotFoundError(f"{config_path} not found: {export_dir} holds no complete ONNX export "
@@ -289,6 +290,11 @@ class OnnxSeq2Seq:
     @property
     def n_layers(self) -> int:
         return self.config["n_layers"]
+
+    def tokenizer(self) -> Tokenizer:
+        """The tokenizer saved with the export (`export_model_dir`), with the export's special ids."""
+        ids = {name: self.config[name] for name in ("pad_id", "bos_id", "eos_id")}
+        return Tokenizer.load(self.export_dir, **ids)
 
     def encode(self, src: np.ndarray) -> tuple[np.ndarray, list[KV]]:
         """src (B, S) ids -> memory (B, S, D) and per-layer cross-attention (keys, values), (B, H, S, Dh) each."""
