@@ -12,6 +12,11 @@ B*K rows by index. At every step:
 3. The K best non-EOS candidates become the new live beams, and the cache is reordered to their parents.
    Live beams are ranked by raw log-probability; the length penalty only ranks finished hypotheses.
 
+A cache that also has `expand_beams(index)` and `reorder_beams(parents, kept_examples)` (our DecoderCache)
+is expanded and reordered through them instead: it keeps the cross-attention keys and values once per
+example, shared by the example's K beams, and copies them only when examples finish.
+Before `min_new_tokens` tokens, EOS gets log-prob -inf (after the log-softmax, as in fairseq and HF).
+
 Scores. score = log_prob / lp(length), with the GNMT length penalty lp(n) = ((5 + n) / 6) ** alpha, and
 alpha = 0 meaning the raw log-probability. `length` counts the generated tokens *including* EOS (a
 hypothesis cut at the length limit has no EOS and its length is the limit). Hypothesis.tokens exclude
@@ -45,13 +50,14 @@ from torch import Tensor
 
 from transformer.decoding.greedy import (
     Seq2SeqModel,
-    banned_ids,
+    banned_index,
+    check_min_new_tokens,
     check_source,
     check_special_ids,
     check_vocab,
     inference,
     length_limits,
-    mask_banned,
+    mask_banned_,
 )
 from transformer.nn.masks import padding_mask
 
@@ -130,14 +136,18 @@ def beam_search(
     max_len_a: float = 1.0,
     max_len_b: int = 50,
     max_new_tokens: int | None = None,
+    min_new_tokens: int = 0,
     use_cache: bool = True,
 ) -> list[list[Hypothesis]]:
     """Beam search for every example of `src` (B, S); per example the n_best hypotheses, best first.
 
-    The length limit is as in `greedy_search`. `use_cache=False` recomputes the whole prefix every step.
+    The length limit is as in `greedy_search`. EOS gets log-prob -inf before `min_new_tokens` tokens (set
+    after the log-softmax, as fairseq's min_len and Hugging Face's min_new_tokens do). `use_cache=False`
+    recomputes the whole prefix every step.
     """
     _check_settings(beam_size, n_best, alpha)
     check_special_ids(pad_id, bos_id, eos_id)
+    check_min_new_tokens(min_new_tokens)
     check_source(src)
     src = src.long()
     src_mask = padding_mask(src, pad_id)  # (B, 1, 1, S)
@@ -146,7 +156,9 @@ def beam_search(
     if batch == 0:
         return []
     finished = [_Finished(k) for _ in range(batch)]
-    banned = banned_ids(pad_id, bos_id, eos_id)
+    banned = banned_index(pad_id, bos_id, eos_id, src.device)
+    eos = torch.tensor([eos_id], device=src.device)
+    group = torch.arange(k, device=src.device)  # (K,)
     with inference(model):
         memory = model.encode(src, src_mask)  # (B, S, D)
         tokens = torch.full((batch, 1), bos_id, dtype=torch.long, device=src.device)  # (B, 1)
@@ -154,31 +166,40 @@ def beam_search(
         check_vocab(logits.size(-1), pad_id, bos_id, eos_id)
         expand = torch.arange(batch, device=src.device).repeat_interleave(k)  # (B*K,)
         memory, src_mask, tokens = memory[expand], src_mask[expand], tokens[expand]  # (B*K, ...)
-        cache = cache.reorder(expand) if use_cache else None
-        log_probs = torch.log_softmax(mask_banned(logits[:, -1], banned), dim=-1)[expand]  # (B*K, V)
+        # A cache that can keep one cross-attention row per example for its K beams says so by
+        # implementing expand_beams / reorder_beams; any other is reordered row by row.
+        grouped = use_cache and hasattr(cache, "expand_beams") and hasattr(cache, "reorder_beams")
+        if use_cache:
+            cache = cache.expand_beams(expand) if grouped else cache.reorder(expand)
+        else:
+            cache = None
+        log_probs = torch.log_softmax(mask_banned_(logits[:, -1], banned), dim=-1)[expand]  # (B*K, V)
         beam_log_probs = torch.full((batch, k), float("-inf"), device=src.device)  # (B, K)
         beam_log_probs[:, 0] = 0.0  # one live beam per example at the first step
         examples = list(range(batch))  # example behind each group of K rows
         step = 0
         while True:
+            if step < min_new_tokens:
+                log_probs[:, eos_id] = float("-inf")
             parents, tokens, beam_log_probs, done = _step(
-                log_probs, beam_log_probs, tokens, examples, finished, limits, step, eos_id, pad_id, alpha
+                log_probs, beam_log_probs, tokens, examples, finished, limits, step, eos, pad_id, alpha
             )
             keep = [i for i, is_done in enumerate(done) if not is_done]
             if not keep:
                 break
+            rows = kept = None
             if len(keep) < len(examples):
                 kept = torch.tensor(keep, device=src.device)  # (B',)
-                rows = (kept[:, None] * k + torch.arange(k, device=src.device)).view(-1)  # (B'*K,)
+                rows = (kept[:, None] * k + group).view(-1)  # (B'*K,)
                 parents, tokens, memory, src_mask = parents[rows], tokens[rows], memory[rows], src_mask[rows]
                 beam_log_probs = beam_log_probs[kept]  # (B', K)
                 examples = [examples[i] for i in keep]
-            if cache is not None:
-                cache = cache.reorder(parents)  # the beams' parents, and the kept examples only
+            if cache is not None:  # the beams' parents, and the kept examples only
+                cache = cache.reorder_beams(parents, kept) if grouped else cache.reorder(parents)
             inputs = tokens if cache is None else tokens[:, -1:]  # (B*K, T) or (B*K, 1)
             logits, new_cache = model.decode_step(inputs, memory, src_mask, cache)  # (B*K, t, V)
             cache = new_cache if use_cache else None
-            log_probs = torch.log_softmax(mask_banned(logits[:, -1], banned), dim=-1)  # (B*K, V)
+            log_probs = torch.log_softmax(mask_banned_(logits[:, -1], banned), dim=-1)  # (B*K, V)
             step += 1
     logger.debug("beam_search: %d examples, beam %d, %d steps", batch, k, step + 1)
     return [f.hypotheses[:n_best] for f in finished]
@@ -192,7 +213,7 @@ def _step(
     finished: list[_Finished],
     limits: list[int],
     step: int,
-    eos_id: int,
+    eos: Tensor,
     pad_id: int,
     alpha: float,
 ) -> tuple[Tensor, Tensor, Tensor, list[bool]]:
@@ -204,15 +225,18 @@ def _step(
     n, k = beam_log_probs.shape
     vocab = log_probs.size(-1)
     length = step + 1  # generated tokens, EOS included, of every hypothesis made at this step
-    candidates = beam_log_probs[:, :, None] + log_probs.view(n, k, vocab)  # (B, K, V)
-    kth_best = candidates.view(n, k * vocab).topk(k, dim=1).values[:, -1:]  # (B, 1)
-    eos_scores = candidates[:, :, eos_id]  # (B, K)
+    candidates = log_probs.view(n, k, vocab).add_(beam_log_probs[:, :, None])  # (B, K, V), in place
+    # One top-2K serves both selections: at most K of them are EOS (one per beam), so the K best non-EOS
+    # candidates are among them, in the same order as a top-K without EOS would give.
+    top = candidates.view(n, k * vocab).topk(min(2 * k, k * vocab), dim=1)  # (B, 2K)
+    kth_best = top.values[:, k - 1 : k]  # (B, 1)
+    eos_scores = candidates.index_select(2, eos).view(n, k)  # (B, K)
     finishing = (eos_scores >= kth_best) & torch.isfinite(eos_scores)  # (B, K)
-    eos = torch.tensor([eos_id], device=log_probs.device)
-    live = candidates.index_fill(2, eos, float("-inf")).view(n, k * vocab).topk(k, dim=1)  # (B, K)
-    alive = torch.isfinite(live.values)  # (B, K)
-    new_tokens = torch.where(alive, live.indices % vocab, pad_id)  # (B, K): dead beams hold PAD
-    parents = (torch.arange(n, device=log_probs.device)[:, None] * k + live.indices // vocab).view(-1)
+    non_eos_first = torch.argsort((top.indices % vocab == eos).to(torch.uint8), dim=1, stable=True)[:, :k]
+    live_values, live_indices = top.values.gather(1, non_eos_first), top.indices.gather(1, non_eos_first)  # (B, K)
+    alive = torch.isfinite(live_values)  # (B, K)
+    new_tokens = torch.where(alive, live_indices % vocab, pad_id)  # (B, K): dead beams hold PAD
+    parents = (torch.arange(n, device=log_probs.device)[:, None] * k + live_indices // vocab).view(-1)
     new_prefixes = torch.cat([tokens[parents], new_tokens.view(-1, 1)], dim=1)  # (B*K, T + 1)
 
     penalty = length_penalty(length, alpha)
@@ -222,7 +246,7 @@ def _step(
         for i, beam in finishing.nonzero().tolist():
             log_prob = eos_list[i][beam]
             finished[examples[i]].add(Hypothesis(prefixes[i * k + beam], log_prob / penalty, log_prob))
-    live_list = live.values.tolist()
+    live_list = live_values.tolist()
     done = []
     for i, example in enumerate(examples):
         best_live = max(live_list[i])
@@ -237,4 +261,4 @@ def _step(
         else:
             pool = finished[example]
             done.append(pool.full and best_possible_score(best_live, limits[example], alpha) <= pool.worst_score)
-    return parents, new_prefixes, live.values, done
+    return parents, new_prefixes, live_values, done

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from transformer.nn.attention import fixed_weights
 from transformer.nn.masks import padding_mask
 
 logger = logging.getLogger(__name__)
@@ -83,20 +84,39 @@ def banned_ids(pad_id: int, bos_id: int, eos_id: int) -> list[int]:
     return sorted({pad_id, bos_id} - {eos_id})
 
 
-def mask_banned(logits: Tensor, banned: list[int]) -> Tensor:
-    """fp32 copy of `logits` with the banned tokens at -inf, applied before any softmax."""
-    index = torch.tensor(banned, dtype=torch.long, device=logits.device)
+def mask_banned(logits: Tensor, banned: list[int] | Tensor) -> Tensor:
+    """fp32 copy of `logits` with the banned tokens at -inf, applied before any softmax.
+
+    `banned` may be the ids or, to spare a tensor per step, `banned_index(...)` made once per search."""
+    index = banned if isinstance(banned, Tensor) else torch.tensor(banned, dtype=torch.long, device=logits.device)
     return logits.float().index_fill(-1, index, float("-inf"))  # (N, V)
+
+
+def mask_banned_(logits: Tensor, banned: Tensor) -> Tensor:
+    """`mask_banned` in place when the logits are fp32 already (a copy otherwise): for the fresh logits of a
+    decoding step, which nothing else reads. `banned` is a `banned_index`."""
+    return logits.float().index_fill_(-1, banned, float("-inf"))  # (N, V)
+
+
+def banned_index(pad_id: int, bos_id: int, eos_id: int, device: torch.device) -> Tensor:
+    """`banned_ids` as a tensor on `device`, for `mask_banned`."""
+    return torch.tensor(banned_ids(pad_id, bos_id, eos_id), dtype=torch.long, device=device)
+
+
+def check_min_new_tokens(min_new_tokens: int) -> None:
+    if not isinstance(min_new_tokens, int) or min_new_tokens < 0:
+        raise ValueError(f"min_new_tokens={min_new_tokens!r} must be an integer >= 0 (0: EOS allowed at once)")
 
 
 @contextlib.contextmanager
 def inference(model: Any) -> Iterator[None]:
-    """eval() and torch.inference_mode() for the duration; the previous training flag is restored."""
+    """eval(), torch.inference_mode() and fixed_weights() for the duration (the weights do not change while
+    a search runs, so the inference weight copies are checked once); the previous training flag is restored."""
     was_training = getattr(model, "training", None)
     if isinstance(model, torch.nn.Module):
         model.eval()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), fixed_weights():
             yield
     finally:
         if isinstance(model, torch.nn.Module) and was_training is not None:
@@ -113,15 +133,18 @@ def greedy_search(
     max_len_a: float = 1.0,
     max_len_b: int = 50,
     max_new_tokens: int | None = None,
+    min_new_tokens: int = 0,
     use_cache: bool = True,
 ) -> list[list[int]]:
     """Pick the most probable next token until EOS or the length limit; one token list per example.
 
-    The lists exclude BOS and EOS. PAD and BOS are never produced. Rows that are done are dropped from the
-    batch (their cache rows too), and the loop ends when every row is done. With `use_cache=False` each
-    step recomputes the whole prefix (slow; for checking that the cache equals recomputation).
+    The lists exclude BOS and EOS. PAD and BOS are never produced, nor EOS before `min_new_tokens` tokens.
+    Rows that are done are dropped from the batch (their cache rows too), and the loop ends when every row
+    is done. With `use_cache=False` each step recomputes the whole prefix (slow; for checking that the
+    cache equals recomputation).
     """
     check_special_ids(pad_id, bos_id, eos_id)
+    check_min_new_tokens(min_new_tokens)
     check_source(src)
     src = src.long()
     src_mask = padding_mask(src, pad_id)  # (B, 1, 1, S)
@@ -129,34 +152,39 @@ def greedy_search(
     results: list[list[int]] = [[] for _ in range(src.size(0))]
     if src.size(0) == 0:
         return results
-    banned = banned_ids(pad_id, bos_id, eos_id)
+    banned = banned_index(pad_id, bos_id, eos_id, src.device)
     with inference(model):
         memory = model.encode(src, src_mask)  # (B, S, D)
         rows = list(range(src.size(0)))  # example behind each row still in the batch
         tokens = torch.full((src.size(0), 1), bos_id, dtype=torch.long, device=src.device)  # (B, 1)
-        cache = None
+        inputs, cache = tokens, None  # the prefix (B, T), or only its newest token (B, 1) with a cache
         for step in range(max(limits)):
-            inputs = tokens if cache is None else tokens[:, -1:]  # (B, T) or (B, 1)
             logits, new_cache = model.decode_step(inputs, memory, src_mask, cache)  # (B, t, V)
             if use_cache:
                 cache = new_cache
             if step == 0:
                 check_vocab(logits.size(-1), pad_id, bos_id, eos_id)
-            next_tokens = mask_banned(logits[:, -1], banned).argmax(dim=-1)  # (B,)
+            scores = mask_banned_(logits[:, -1], banned)  # (B, V)
+            if step < min_new_tokens:
+                scores[:, eos_id] = float("-inf")
+            next_tokens = scores.argmax(dim=-1, keepdim=True)  # (B, 1)
             keep = []
-            for i, token in enumerate(next_tokens.tolist()):
+            for i, token in enumerate(next_tokens.view(-1).tolist()):
                 if token != eos_id:
                     results[rows[i]].append(token)
                 if token != eos_id and step + 1 < limits[rows[i]]:
                     keep.append(i)
             if not keep:
                 break
-            tokens = torch.cat([tokens, next_tokens[:, None]], dim=1)  # (B, T + 1)
+            if cache is None:
+                tokens = torch.cat([tokens, next_tokens], dim=1)  # (B, T + 1)
             if len(keep) < len(rows):
                 index = torch.tensor(keep, dtype=torch.long, device=src.device)
-                tokens, memory, src_mask = tokens[index], memory[index], src_mask[index]
+                next_tokens, memory, src_mask = next_tokens[index], memory[index], src_mask[index]
+                tokens = tokens[index] if cache is None else tokens
                 cache = cache.reorder(index) if cache is not None else None
                 rows = [rows[i] for i in keep]
+            inputs = tokens if cache is None else next_tokens
     logger.debug("greedy_search: %d examples, longest output %d tokens",
                  len(results), max(len(r) for r in results))
     return results

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
-from transformer.nn.attention import KVCache
+from transformer.nn.attention import KVCache, eager_inference, inference_weights, linear_t, skip_full_mask
 from transformer.nn.layers import Decoder, Encoder
 from transformer.nn.masks import causal_mask, padding_mask
 from transformer.nn.positional import InputEmbedding
@@ -34,6 +34,24 @@ class DecoderCache:
         for self_cache, cross_cache in self.layers:
             self_cache.reorder(index)
             cross_cache.reorder(index)
+        return self
+
+    def expand_beams(self, index: Tensor) -> DecoderCache:
+        """Beam search's expansion of B examples to B*K beams (index = each beam's example, the K beams of
+        an example consecutive): the self-attention caches take rows `index`; the cross-attention caches keep
+        one row per example, which the example's beams share (see `grouped_attention`)."""
+        for self_cache, _ in self.layers:
+            self_cache.reorder(index)
+        return self
+
+    def reorder_beams(self, parents: Tensor, kept: Tensor | None = None) -> DecoderCache:
+        """Beam search's reorder after `expand_beams`: the self-attention caches take rows `parents` (each
+        a beam of the same example); the cross-attention caches keep the examples `kept` when some finish
+        (None: all) and are not copied otherwise."""
+        for self_cache, cross_cache in self.layers:
+            self_cache.reorder(parents)
+            if kept is not None:
+                cross_cache.reorder(kept)
         return self
 
 
@@ -76,11 +94,14 @@ class EncoderDecoder(nn.Module):
         """tgt: (B, T) ids (the new ones only when a cache holds the earlier ones) -> logits (B, T, V)."""
         offset = 0 if cache is None else cache.length
         length = tgt.size(1)
-        self_mask = causal_mask(length, offset + length, device=tgt.device)  # (1, 1, T, offset + T)
+        # A single new position sees every cached one: no mask (and no mask work in each layer).
+        self_mask = None if length == 1 else causal_mask(length, offset + length, device=tgt.device)  # (1, 1, T, L)
         # Target padding needs no key mask: it is right padding, which a real position never sees.
         x = self.tgt_embed(tgt, offset)  # (B, T, D)
+        src_mask = skip_full_mask(src_mask)
         x = self.decoder(x, memory, self_mask, src_mask, None if cache is None else cache.layers, need_weights)
-        return self.output_proj(x)  # (B, T, V)
+        packed = inference_weights(self, "output", ("output_proj",)) if eager_inference() else None
+        return self.output_proj(x) if packed is None else linear_t(x, *packed)  # (B, T, V)
 
     def decode_step(
         self, tokens: Tensor, memory: Tensor, src_mask: Tensor | None, cache: DecoderCache | None = None

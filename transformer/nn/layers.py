@@ -12,7 +12,8 @@ from collections.abc import Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from transformer.nn.attention import KVCache, MultiHeadAttention
+from transformer.nn.attention import KVCache, MultiHeadAttention, eager_inference, inference_weights, linear_t
+from transformer.nn.dropout import Dropout
 
 # "swish" is x * sigmoid(x) (SiLU), the activation of the OPUS-MT Marian models.
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu, "gelu": F.gelu, "swish": F.silu}
@@ -28,9 +29,13 @@ class FeedForward(nn.Module):
         self.fc1 = nn.Linear(d_model, d_ff)
         self.fc2 = nn.Linear(d_ff, d_model)
         self.activation = ACTIVATIONS[activation]
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
+        if eager_inference():  # no autograd: products with cached (in, out) weights (see inference_weights)
+            fc1, fc2 = inference_weights(self, "fc1", ("fc1",)), inference_weights(self, "fc2", ("fc2",))
+            if fc1 is not None and fc2 is not None:
+                return linear_t(self.dropout(self.activation(linear_t(x, *fc1))), *fc2)  # (B, T, D)
         return self.fc2(self.dropout(self.activation(self.fc1(x))))  # (B, T, D)
 
 
@@ -41,13 +46,19 @@ class Residual(nn.Module):
     def __init__(self, d_model: int, dropout: float, norm_first: bool, eps: float):
         super().__init__()
         self.norm = nn.LayerNorm(d_model, eps=eps)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.norm_first = norm_first
 
     def forward(self, x: Tensor, sublayer: Callable[[Tensor], Tensor]) -> Tensor:
         if self.norm_first:
-            return x + self.dropout(sublayer(self.norm(x)))
-        return self.norm(x + self.dropout(sublayer(x)))
+            out = sublayer(self._norm(x))
+            return x + (self.dropout(out) if self.training else out)
+        out = sublayer(x)
+        return self._norm(x + (self.dropout(out) if self.training else out))
+
+    def _norm(self, x: Tensor) -> Tensor:
+        norm = self.norm  # called through F: a decoding step runs nine of these, and module calls cost
+        return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
 
 class EncoderLayer(nn.Module):

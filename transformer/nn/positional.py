@@ -10,6 +10,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from transformer.nn.dropout import Dropout
+
 
 def sinusoidal_table(length: int, d_model: int, offset: int = 0, interleaved: bool = True) -> Tensor:
     """PE(pos, 2i) = sin(pos / 10000^(2i/D)), PE(pos, 2i+1) = cos(pos / 10000^(2i/D)).
@@ -119,7 +121,7 @@ class InputEmbedding(nn.Module):
         super().__init__()
         self.tokens, self.positions = tokens, positions
         self.norm = norm
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)  # nn.Dropout with a cheaper CPU mask
 
     def forward(self, ids: Tensor, offset: int = 0) -> Tensor:
         x = self.tokens(ids)  # (B, T, D)
