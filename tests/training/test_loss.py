@@ -30,6 +30,19 @@ def test_matches_torch_cross_entropy(eps):
     assert n == int((target != PAD).sum())
 
 
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
+@pytest.mark.parametrize("summed", [False, True])
+def test_closed_form_gradient_matches_autograd_through_torch_cross_entropy(eps, summed):
+    logits, target = _batch(4)
+    ours = logits.clone().requires_grad_(True)
+    theirs = logits.clone().requires_grad_(True)
+    loss, n = label_smoothed_cross_entropy(ours, target, PAD, eps, summed=summed)
+    reference = _reference(theirs, target, eps) * (n if summed else 1)
+    (loss * 1.7).backward()  # an upstream gradient other than 1
+    (reference * 1.7).backward()
+    torch.testing.assert_close(ours.grad, theirs.grad)
+
+
 def test_eps_zero_is_plain_cross_entropy():
     logits, target = _batch(1)
     loss, _ = label_smoothed_cross_entropy(logits, target, PAD, 0.0)
