@@ -108,6 +108,20 @@ def check_min_new_tokens(min_new_tokens: int) -> None:
         raise ValueError(f"min_new_tokens={min_new_tokens!r} must be an integer >= 0 (0: EOS allowed at once)")
 
 
+def record_step(
+    tokens: list[int], rows: list[int], results: list[list[int]], limits: list[int], step: int, eos_id: int
+) -> list[int]:
+    """Append each row's new token (EOS excluded) to its example's result; return the rows still decoding:
+    those that did not produce EOS and have not reached their example's length limit."""
+    keep = []
+    for i, token in enumerate(tokens):
+        if token != eos_id:
+            results[rows[i]].append(token)
+            if step + 1 < limits[rows[i]]:
+                keep.append(i)
+    return keep
+
+
 @contextlib.contextmanager
 def inference(model: Any) -> Iterator[None]:
     """eval(), torch.inference_mode() and fixed_weights() for the duration (the weights do not change while
@@ -168,12 +182,7 @@ def greedy_search(
             if step < min_new_tokens:
                 scores[:, eos_id] = float("-inf")
             next_tokens = scores.argmax(dim=-1, keepdim=True)  # (B, 1)
-            keep = []
-            for i, token in enumerate(next_tokens.view(-1).tolist()):
-                if token != eos_id:
-                    results[rows[i]].append(token)
-                if token != eos_id and step + 1 < limits[rows[i]]:
-                    keep.append(i)
+            keep = record_step(next_tokens.view(-1).tolist(), rows, results, limits, step, eos_id)
             if not keep:
                 break
             if cache is None:

@@ -55,7 +55,7 @@ import torch
 from torch import Tensor, nn
 
 from transformer.data.tokenizer import Tokenizer
-from transformer.decoding.greedy import banned_ids, check_special_ids, check_vocab, length_limits
+from transformer.decoding.greedy import banned_ids, check_special_ids, check_vocab, length_limits, record_step
 from transformer.models.seq2seq import DecoderCache, EncoderDecoder
 from transformer.nn.attention import KVCache
 from transformer.nn.masks import padding_mask
@@ -394,12 +394,7 @@ def onnx_greedy_search(
         scores = logits[:, -1].astype(np.float32)  # (B, V)
         scores[:, banned] = -np.inf
         next_tokens = scores.argmax(axis=-1)  # (B,)
-        keep = []
-        for i, token in enumerate(next_tokens.tolist()):
-            if token != eos_id:
-                results[rows[i]].append(token)
-            if token != eos_id and step + 1 < limits[rows[i]]:
-                keep.append(i)
+        keep = record_step(next_tokens.tolist(), rows, results, limits, step, eos_id)
         if not keep:
             break
         tokens = next_tokens[:, None].astype(np.int64)  # (B, 1)
