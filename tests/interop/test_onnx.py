@@ -15,7 +15,8 @@ from transformer.config import ModelConfig, RunConfig
 from transformer.data.tokenizer import train_bpe
 from transformer.decoding import greedy_search
 from transformer.inference import load_model_dir
-from transformer.interop.onnx import OnnxSeq2Seq, export_onnx, onnx_greedy_search, pad_batch
+from transformer.interop.onnx import export_onnx
+from transformer.interop.onnx_runtime import OnnxSeq2Seq, onnx_greedy_search, pad_batch
 from transformer.models import build_model
 from transformer.nn.masks import padding_mask
 from transformer.training.checkpoint import save_weights
@@ -171,5 +172,5 @@ def test_bad_inputs_are_caught_before_onnxruntime_runs(models, tmp_path):
 
 def test_the_package_imports_without_onnx():
     blocked = "import sys; sys.modules.update(onnx=None, onnxscript=None, onnxruntime=None); "
-    code = blocked + "import transformer, transformer.cli, transformer.interop.onnx"
+    code = blocked + "import transformer, transformer.cli, transformer.interop.onnx, transformer.interop.onnx_runtime"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
