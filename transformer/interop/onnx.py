@@ -1,4 +1,4 @@
-"""Export an EncoderDecoder to ONNX as an encoder and one decoder step with a KV cache; decode with onnxruntime.
+"""Export an EncoderDecoder to ONNX as an encoder and one decoder step with a KV cache.
 
 `export_onnx(model, out_dir, ...)`, `export_model_dir(model_dir, out_dir)` or
 `transformer export-onnx --model DIR --out DIR` write into the output directory:
@@ -50,7 +50,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -68,9 +67,6 @@ DEFAULT_OPSET = 18
 # padding mask that broadcasts over the query positions: (B, 1, 1, S) against T queries.
 MAX_OPSET = 22
 _PIP = "pip install 'transformer[onnx]'  (or: pip install onnx onnxscript onnxruntime)"
-
-KV = tuple[np.ndarray, np.ndarray]  # keys, values: (B, H, L, Dh) each
-
 
 def require(name: str, purpose: str) -> ModuleType:
     try:

@@ -17,9 +17,12 @@ import torch
 
 from transformer.data.tokenizer import Tokenizer
 from transformer.decoding.greedy import banned_ids, check_special_ids, check_vocab, length_limits, record_step
-from transformer.interop.onnx import CONFIG_FILE, KV, require
+from transformer.interop.onnx import CONFIG_FILE, require
 
 __all__ = ["OnnxSeq2Seq", "onnx_greedy_search", "pad_batch"]
+
+KV = tuple[np.ndarray, np.ndarray]  # keys, values: (B, H, L, Dh) each
+
 
 class OnnxSeq2Seq:
     """The two exported graphs in onnxruntime sessions: `encode` once, then `decode_step` token by token."""
