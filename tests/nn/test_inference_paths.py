@@ -10,8 +10,14 @@ from torch.testing import assert_close
 from transformer.config import ModelConfig
 from transformer.decoding import beam_search, greedy_search
 from transformer.models import build_model
-from transformer.nn import KVCache, MultiHeadAttention, padding_mask, scaled_dot_product_attention
-from transformer.nn.attention import grouped_attention
+from transformer.nn import (
+    KVCache,
+    MultiHeadAttention,
+    pack_inference_weights,
+    padding_mask,
+    scaled_dot_product_attention,
+)
+from transformer.nn.attention_kernels import grouped_attention
 from transformer.nn.dropout import Dropout
 
 D, H = 32, 4
@@ -27,7 +33,8 @@ def test_grouped_attention_equals_attention_over_repeated_keys():
     repeat = torch.arange(groups).repeat_interleave(g)
     for need_weights in (False, True):
         expected, expected_w = scaled_dot_product_attention(q, k[repeat], v[repeat], mask[repeat], 0.0, need_weights)
-        got, got_w = grouped_attention(q, k, v, mask[repeat], 0.0, need_weights)
+        got, got_w = grouped_attention(scaled_dot_product_attention, q, k, v, mask[repeat], g,
+                                       dropout=0.0, need_weights=need_weights)
         assert_close(got, expected, atol=1e-6, rtol=1e-5)
         if need_weights:
             assert_close(got_w, expected_w)
@@ -38,7 +45,7 @@ def test_cache_buffers_append_and_reorder_like_concatenation():
     steps = [(torch.randn(3, H, t, 8), torch.randn(3, H, t, 8)) for t in (2, 1, 1)]
     index = torch.tensor([2, 2, 0])
     with torch.inference_mode():
-        cache = KVCache()
+        cache = KVCache(buffered=True)
         for k, v in steps:
             cache.update(k, v)
         assert cache.length == 4
@@ -59,7 +66,7 @@ def test_cache_buffers_append_and_reorder_like_concatenation():
 
 def test_cache_built_from_tensors_is_copied_before_appending():
     past_k, past_v = torch.randn(2, H, 3, 8), torch.randn(2, H, 3, 8)
-    cache = KVCache(k=past_k, v=past_v)
+    cache = KVCache(buffered=True, k=past_k, v=past_v)
     new_k, new_v = torch.randn(2, H, 1, 8), torch.randn(2, H, 1, 8)
     with torch.inference_mode():
         k, v = cache.update(new_k, new_v)
@@ -146,3 +153,73 @@ def test_cached_beam_search_with_shared_memory_rows_equals_uncached_with_padding
         assert [h.tokens for h in a] == [h.tokens for h in b]
         assert_close(torch.tensor([h.score for h in a]), torch.tensor([h.score for h in b]), atol=1e-5, rtol=1e-5)
     assert padding_mask(src, 0)[0, 0, 0, 4:].logical_not().all()
+
+
+def test_packed_weights_give_the_plain_outputs_and_are_used_only_without_autograd():
+    torch.manual_seed(0)
+    model = _tiny()
+    src, tgt = torch.randint(3, 20, (2, 6)), torch.randint(3, 20, (2, 5))
+    src[1, 4:] = 0
+    with torch.no_grad():
+        plain = model(src, tgt)
+    pack_inference_weights(model)
+    attn = model.decoder.layers[0].self_attn
+    assert attn.packed("qkv") is None  # autograd is on here: the parameters themselves are used
+    with torch.no_grad():
+        assert attn.packed("qkv") is not None and model.packed("output") is not None
+        assert_close(model(src, tgt), plain, atol=1e-5, rtol=1e-5)
+    logits = model(src, tgt)  # with autograd: gradients reach the parameters
+    logits.sum().backward()
+    assert attn.q_proj.weight.grad is not None and model.output_proj.weight.grad is not None
+
+
+def test_packed_weights_are_dropped_by_train_and_load_state_dict():
+    model = pack_inference_weights(_tiny())
+    ffn = model.encoder.layers[0].ff
+    with torch.no_grad():
+        assert ffn.packed("fc1") is not None
+        model.train()
+        assert ffn.packed("fc1") is None and model.packed("output") is None
+        pack_inference_weights(model)
+        model.load_state_dict(_tiny().state_dict())
+        assert ffn.packed("fc1") is None
+        pack_inference_weights(model)
+        model.encoder.layers[0].ff.fc1 = nn.Linear(D, 64)  # a replaced layer is called as a module
+        assert ffn.packed("fc1") is None and ffn.packed("fc2") is not None
+
+
+def test_searches_on_a_packed_model_equal_the_plain_ones_also_from_concurrent_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    torch.manual_seed(1)
+    model = _tiny()
+    src = torch.randint(3, 20, (4, 7))
+    src[2, 5:] = 0
+    ids = dict(pad_id=0, bos_id=1, eos_id=2, max_new_tokens=8)
+    plain_greedy = greedy_search(model, src, **ids)
+    plain_beam = [[h.tokens for h in hyps] for hyps in beam_search(model, src, **ids, beam_size=3, n_best=3)]
+    pack_inference_weights(model)
+
+    def search(i: int) -> tuple:
+        beams = beam_search(model, src, **ids, beam_size=3, n_best=3)
+        return greedy_search(model, src, **ids), [[h.tokens for h in hyps] for hyps in beams]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(search, range(8)))
+    assert all(result == (plain_greedy, plain_beam) for result in results)
+
+
+def test_beam_sharing_of_the_memory_is_switched_on_by_set_beam_size():
+    torch.manual_seed(2)
+    model = _tiny()
+    src = torch.randint(3, 20, (2, 5))
+    with torch.inference_mode():
+        memory = model.encode(src, padding_mask(src, 0))
+        bos = torch.ones(2, 1, dtype=torch.long)
+        _, cache = model.decode_step(bos, memory, padding_mask(src, 0), None)
+        assert all(cross.beams == 1 for _, cross in cache.layers)
+        cache.set_beam_size(3)
+        self_cache, cross = cache.layers[0]
+        assert cross.beams == 3 and cross.k.size(0) == 2 and self_cache.k.size(0) == 6
+        cache.reset()
+        assert cache.length == 0 and cross.k is None and cross.beams == 1

@@ -1,4 +1,4 @@
-"""Batched beam search over the model protocol of `transformer.decoding.greedy`.
+"""Batched beam search over the model protocol of `transformer.decoding.protocol`.
 
 Each example keeps K = beam_size live hypotheses; the batch is flattened to B*K rows. The source is encoded
 once, the first step runs on the B examples alone, and then memory, source mask and cache are expanded to
@@ -12,7 +12,7 @@ B*K rows by index. At every step:
 3. The K best non-EOS candidates become the new live beams, and the cache is reordered to their parents.
    Live beams are ranked by raw log-probability; the length penalty only ranks finished hypotheses.
 
-A cache that also has `expand_beams(index)` and `reorder_beams(parents, kept_examples)` (our DecoderCache)
+A cache that also has `set_beam_size(K)` and `reorder_beams(parents, kept_examples)` (our DecoderCache)
 is expanded and reordered through them instead: it keeps the cross-attention keys and values once per
 example, shared by the example's K beams, and copies them only when examples finish.
 Before `min_new_tokens` tokens, EOS gets log-prob -inf (after the log-softmax, as in fairseq and HF).
@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from transformer.decoding.greedy import (
+from transformer.decoding.protocol import (
     Seq2SeqModel,
     banned_index,
     check_min_new_tokens,
@@ -151,13 +151,13 @@ def beam_search(
     check_source(src)
     src = src.long()
     src_mask = padding_mask(src, pad_id)  # (B, 1, 1, S)
-    limits = length_limits(src_mask, max_len_a, max_len_b, max_new_tokens)
     batch, k = src.size(0), beam_size
     if batch == 0:
         return []
-    finished = [_Finished(k) for _ in range(batch)]
-    banned = banned_index(pad_id, bos_id, eos_id, src.device)
+    limits = length_limits(src_mask, max_len_a, max_len_b, max_new_tokens)
     eos = torch.tensor([eos_id], device=src.device)
+    rules = _Rules([_Finished(k) for _ in range(batch)], limits, eos, pad_id, alpha)
+    banned = banned_index(pad_id, bos_id, eos_id, src.device)
     group = torch.arange(k, device=src.device)  # (K,)
     with inference(model):
         memory = model.encode(src, src_mask)  # (B, S, D)
@@ -165,67 +165,75 @@ def beam_search(
         logits, cache = model.decode_step(tokens, memory, src_mask, None)  # (B, 1, V)
         check_vocab(logits.size(-1), pad_id, bos_id, eos_id)
         expand = torch.arange(batch, device=src.device).repeat_interleave(k)  # (B*K,)
-        memory, src_mask, tokens = memory[expand], src_mask[expand], tokens[expand]  # (B*K, ...)
+        memory, src_mask = memory[expand], src_mask[expand]  # (B*K, ...)
         # A cache that can keep one cross-attention row per example for its K beams says so by
-        # implementing expand_beams / reorder_beams; any other is reordered row by row.
-        grouped = use_cache and hasattr(cache, "expand_beams") and hasattr(cache, "reorder_beams")
+        # implementing set_beam_size / reorder_beams; any other is reordered row by row.
+        grouped = use_cache and hasattr(cache, "set_beam_size") and hasattr(cache, "reorder_beams")
         if use_cache:
-            cache = cache.expand_beams(expand) if grouped else cache.reorder(expand)
+            cache = cache.set_beam_size(k) if grouped else cache.reorder(expand)
         else:
             cache = None
         log_probs = torch.log_softmax(mask_banned_(logits[:, -1], banned), dim=-1)[expand]  # (B*K, V)
-        beam_log_probs = torch.full((batch, k), float("-inf"), device=src.device)  # (B, K)
-        beam_log_probs[:, 0] = 0.0  # one live beam per example at the first step
-        examples = list(range(batch))  # example behind each group of K rows
+        start = torch.full((batch, k), float("-inf"), device=src.device)  # (B, K)
+        start[:, 0] = 0.0  # one live beam per example at the first step
+        beams = _Beams(tokens[expand], start, list(range(batch)))
         step = 0
         while True:
             if step < min_new_tokens:
                 log_probs[:, eos_id] = float("-inf")
-            parents, tokens, beam_log_probs, done = _step(
-                log_probs, beam_log_probs, tokens, examples, finished, limits, step, eos, pad_id, alpha
-            )
+            parents, beams, done = _step(log_probs, beams, rules, step)
             keep = [i for i, is_done in enumerate(done) if not is_done]
             if not keep:
                 break
-            rows = kept = None
-            if len(keep) < len(examples):
+            kept = None
+            if len(keep) < len(beams.examples):
                 kept = torch.tensor(keep, device=src.device)  # (B',)
                 rows = (kept[:, None] * k + group).view(-1)  # (B'*K,)
-                parents, tokens, memory, src_mask = parents[rows], tokens[rows], memory[rows], src_mask[rows]
-                beam_log_probs = beam_log_probs[kept]  # (B', K)
-                examples = [examples[i] for i in keep]
+                parents, memory, src_mask = parents[rows], memory[rows], src_mask[rows]
+                beams = _Beams(beams.tokens[rows], beams.log_probs[kept], [beams.examples[i] for i in keep])
             if cache is not None:  # the beams' parents, and the kept examples only
                 cache = cache.reorder_beams(parents, kept) if grouped else cache.reorder(parents)
-            inputs = tokens if cache is None else tokens[:, -1:]  # (B*K, T) or (B*K, 1)
+            inputs = beams.tokens if cache is None else beams.tokens[:, -1:]  # (B*K, T) or (B*K, 1)
             logits, new_cache = model.decode_step(inputs, memory, src_mask, cache)  # (B*K, t, V)
             cache = new_cache if use_cache else None
             log_probs = torch.log_softmax(mask_banned_(logits[:, -1], banned), dim=-1)  # (B*K, V)
             step += 1
     logger.debug("beam_search: %d examples, beam %d, %d steps", batch, k, step + 1)
-    return [f.hypotheses[:n_best] for f in finished]
+    return [f.hypotheses[:n_best] for f in rules.finished]
 
 
-def _step(
-    log_probs: Tensor,
-    beam_log_probs: Tensor,
-    tokens: Tensor,
-    examples: list[int],
-    finished: list[_Finished],
-    limits: list[int],
-    step: int,
-    eos: Tensor,
-    pad_id: int,
-    alpha: float,
-) -> tuple[Tensor, Tensor, Tensor, list[bool]]:
-    """One beam step: finish EOS candidates, select live beams, decide which examples are done.
+@dataclass
+class _Rules:
+    """What one search keeps beside its live beams: the finished hypotheses of every example, the length
+    limits, EOS (1,), PAD and the length-penalty alpha."""
 
-    Returns the parent row of every new beam (B*K,), the new tokens (B*K, T + 1), the live log-probs
-    (B, K) and, per example, whether it is done.
+    finished: list[_Finished]
+    limits: list[int]
+    eos: Tensor
+    pad_id: int
+    alpha: float
+
+
+@dataclass
+class _Beams:
+    """The live beams of the examples still decoding, K consecutive rows per example."""
+
+    tokens: Tensor  # (B*K, T) prefixes, BOS first
+    log_probs: Tensor  # (B, K); -inf for a dead beam
+    examples: list[int]  # the example behind each group of K rows
+
+
+def _step(log_probs: Tensor, beams: _Beams, rules: _Rules, step: int) -> tuple[Tensor, _Beams, list[bool]]:
+    """One beam step from the next-token log-probs (B*K, V): finish EOS candidates, select live beams,
+    decide which examples are done.
+
+    Returns the parent row of every new beam (B*K,), the new beams and, per example, whether it is done.
     """
-    n, k = beam_log_probs.shape
+    n, k = beams.log_probs.shape
     vocab = log_probs.size(-1)
+    eos, finished, alpha = rules.eos, rules.finished, rules.alpha
     length = step + 1  # generated tokens, EOS included, of every hypothesis made at this step
-    candidates = log_probs.view(n, k, vocab).add_(beam_log_probs[:, :, None])  # (B, K, V), in place
+    candidates = log_probs.view(n, k, vocab).add_(beams.log_probs[:, :, None])  # (B, K, V), in place
     # One top-2K serves both selections: at most K of them are EOS (one per beam), so the K best non-EOS
     # candidates are among them, in the same order as a top-K without EOS would give.
     top = candidates.view(n, k * vocab).topk(min(2 * k, k * vocab), dim=1)  # (B, 2K)
@@ -235,22 +243,23 @@ def _step(
     non_eos_first = torch.argsort((top.indices % vocab == eos).to(torch.uint8), dim=1, stable=True)[:, :k]
     live_values, live_indices = top.values.gather(1, non_eos_first), top.indices.gather(1, non_eos_first)  # (B, K)
     alive = torch.isfinite(live_values)  # (B, K)
-    new_tokens = torch.where(alive, live_indices % vocab, pad_id)  # (B, K): dead beams hold PAD
+    new_tokens = torch.where(alive, live_indices % vocab, rules.pad_id)  # (B, K): dead beams hold PAD
     parents = (torch.arange(n, device=log_probs.device)[:, None] * k + live_indices // vocab).view(-1)
-    new_prefixes = torch.cat([tokens[parents], new_tokens.view(-1, 1)], dim=1)  # (B*K, T + 1)
+    new_prefixes = torch.cat([beams.tokens[parents], new_tokens.view(-1, 1)], dim=1)  # (B*K, T + 1)
 
     penalty = length_penalty(length, alpha)
     if finishing.any():
-        prefixes = tokens[:, 1:].tolist()
+        prefixes = beams.tokens[:, 1:].tolist()
         eos_list = eos_scores.tolist()
         for i, beam in finishing.nonzero().tolist():
             log_prob = eos_list[i][beam]
-            finished[examples[i]].add(Hypothesis(prefixes[i * k + beam], log_prob / penalty, log_prob))
+            finished[beams.examples[i]].add(Hypothesis(prefixes[i * k + beam], log_prob / penalty, log_prob))
     live_list = live_values.tolist()
     done = []
-    for i, example in enumerate(examples):
+    for i, example in enumerate(beams.examples):
         best_live = max(live_list[i])
-        if length >= limits[example]:
+        limit = rules.limits[example]
+        if length >= limit:
             rows = new_prefixes[i * k : (i + 1) * k, 1:].tolist()
             for beam, log_prob in enumerate(live_list[i]):
                 if log_prob != float("-inf"):
@@ -260,5 +269,5 @@ def _step(
             done.append(True)
         else:
             pool = finished[example]
-            done.append(pool.full and best_possible_score(best_live, limits[example], alpha) <= pool.worst_score)
-    return parents, new_prefixes, live_values, done
+            done.append(pool.full and best_possible_score(best_live, limit, alpha) <= pool.worst_score)
+    return parents, _Beams(new_prefixes, live_values, beams.examples), done

@@ -53,9 +53,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from transformer.decoding.greedy import check_special_ids
-from transformer.models.seq2seq import DecoderCache, EncoderDecoder
-from transformer.nn.attention import KVCache
+from transformer.decoding.protocol import check_special_ids
+from transformer.models.seq2seq import EncoderDecoder
+from transformer.nn.kv_cache import DecoderCache, KVCache
 from transformer.nn.masks import padding_mask
 from transformer.training.checkpoint import atomic_write_text
 
@@ -104,7 +104,7 @@ class _EncoderGraph(nn.Module):
     def forward(self, src: Tensor) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
         src_mask = padding_mask(src, self.model.pad_id)  # (B, 1, 1, S)
         memory = self.model.encode(src, src_mask)  # (B, S, D)
-        cache = DecoderCache.empty(len(self.model.decoder.layers))
+        cache = DecoderCache.setup(len(self.model.decoder.layers))
         # A throwaway step fills the cross-attention caches through the model's own code; all of it but the
         # key/value projections of the memory is dead code, which the exporter drops.
         self.model.decode(torch.full_like(src[:, :1], self.model.pad_id), memory, src_mask, cache)

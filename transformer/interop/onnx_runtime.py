@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from transformer.data.tokenizer import Tokenizer
-from transformer.decoding.greedy import banned_ids, check_special_ids, check_vocab, length_limits, record_step
+from transformer.decoding.protocol import banned_ids, check_special_ids, check_vocab, length_limits, record_step
 from transformer.interop.onnx import CONFIG_FILE, require
 
 __all__ = ["OnnxSeq2Seq", "onnx_greedy_search", "pad_batch"]

@@ -5,62 +5,25 @@ Shapes: B batch, S source length, T target length, D d_model, V target vocab.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+import torch
 from torch import Tensor, nn
 
-from transformer.nn.attention import KVCache, eager_inference, inference_weights, linear_t, skip_full_mask
+from transformer.nn.attention_kernels import skip_full_mask
+from transformer.nn.kv_cache import DecoderCache
 from transformer.nn.layers import Decoder, Encoder
 from transformer.nn.masks import causal_mask, padding_mask
+from transformer.nn.packed import Packable
 from transformer.nn.positional import InputEmbedding
 
 
-@dataclass
-class DecoderCache:
-    """Per-layer (self-attention, cross-attention) caches for incremental decoding."""
-
-    layers: list[tuple[KVCache, KVCache]] = field(default_factory=list)
-
-    @classmethod
-    def empty(cls, n_layers: int) -> DecoderCache:
-        return cls([(KVCache(), KVCache(static=True)) for _ in range(n_layers)])
-
-    @property
-    def length(self) -> int:
-        """How many target positions are already cached."""
-        return self.layers[0][0].length if self.layers else 0
-
-    def reorder(self, index: Tensor) -> DecoderCache:
-        for self_cache, cross_cache in self.layers:
-            self_cache.reorder(index)
-            cross_cache.reorder(index)
-        return self
-
-    def expand_beams(self, index: Tensor) -> DecoderCache:
-        """Beam search's expansion of B examples to B*K beams (index = each beam's example, the K beams of
-        an example consecutive): the self-attention caches take rows `index`; the cross-attention caches keep
-        one row per example, which the example's beams share (see `grouped_attention`)."""
-        for self_cache, _ in self.layers:
-            self_cache.reorder(index)
-        return self
-
-    def reorder_beams(self, parents: Tensor, kept: Tensor | None = None) -> DecoderCache:
-        """Beam search's reorder after `expand_beams`: the self-attention caches take rows `parents` (each
-        a beam of the same example); the cross-attention caches keep the examples `kept` when some finish
-        (None: all) and are not copied otherwise."""
-        for self_cache, cross_cache in self.layers:
-            self_cache.reorder(parents)
-            if kept is not None:
-                cross_cache.reorder(kept)
-        return self
-
-
-class EncoderDecoder(nn.Module):
+class EncoderDecoder(Packable):
     """Embeddings -> encoder -> decoder (with cross-attention) -> linear projection to target logits.
 
     `encode` and `decode_step` are the protocol the decoding algorithms use; `forward` is teacher-forced
     training on whole target prefixes in parallel.
     """
+
+    PACKS = {"output": ("output_proj",)}  # the (in, out) layout for decoding (packed.py)
 
     def __init__(
         self,
@@ -100,21 +63,31 @@ class EncoderDecoder(nn.Module):
         x = self.tgt_embed(tgt, offset)  # (B, T, D)
         src_mask = skip_full_mask(src_mask)
         x = self.decoder(x, memory, self_mask, src_mask, None if cache is None else cache.layers, need_weights)
-        packed = inference_weights(self, "output", ("output_proj",)) if eager_inference() else None
-        return self.output_proj(x) if packed is None else linear_t(x, *packed)  # (B, T, V)
+        output_proj = self.packed("output") or self.output_proj
+        return output_proj(x)  # (B, T, V)
 
     def decode_step(
         self, tokens: Tensor, memory: Tensor, src_mask: Tensor | None, cache: DecoderCache | None = None
     ) -> tuple[Tensor, DecoderCache]:
-        """Incremental decoding: with cache=None, a new cache is filled from all `tokens`."""
+        """Incremental decoding: with cache=None, a new cache is filled from all `tokens` (buffered in
+        inference mode, see kv_cache.py)."""
         if cache is None:
-            cache = DecoderCache.empty(len(self.decoder.layers))
+            cache = DecoderCache.setup(len(self.decoder.layers), buffered=torch.is_inference_mode_enabled())
         return self.decode(tokens, memory, src_mask, cache), cache  # (B, t, V)
 
     def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
         """Teacher forcing: src (B, S), tgt (B, T) shifted right (starts with BOS) -> logits (B, T, V)."""
+        return self.output_proj(self.decoder_states(src, tgt))  # (B, T, V)
+
+    def decoder_states(self, src: Tensor, tgt: Tensor) -> Tensor:
+        """Teacher forcing up to the decoder's output, before the projection to the vocabulary: (B, T, D).
+
+        A loss that never materializes the (B, T, V) logits (training/loss.py) starts from these."""
         src_mask = padding_mask(src, self.pad_id)  # (B, 1, 1, S)
-        return self.decode(tgt, self.encode(src, src_mask), src_mask)  # (B, T, V)
+        memory = self.encode(src, src_mask)  # (B, S, D)
+        x = self.tgt_embed(tgt)  # (B, T, D)
+        self_mask = causal_mask(tgt.size(1), tgt.size(1), device=tgt.device)  # (1, 1, T, T)
+        return self.decoder(x, memory, self_mask, src_mask)  # (B, T, D)
 
     def num_parameters(self) -> int:
         """Parameters counted once, even when embeddings and output projection share a tensor."""

@@ -9,20 +9,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from transformer.nn.tracing import tracing
+
 
 class Dropout(nn.Dropout):
     """nn.Dropout with a cheaper mask on the CPU: the same distribution, drawn differently.
 
-    torch's CPU dropout draws its mask with bernoulli_, which took ~12% of a bf16 training step here
-    (docs/RESULTS.md). This draws 31 random bits per element (random_ on int32, ~3x faster than bernoulli_)
-    and keeps an element when they reach round(p * 2^31), i.e. with probability 1 - p up to 2^-31; kept
-    elements are scaled by 1 / (1 - p) as in nn.Dropout. Other devices, and compiled code, use F.dropout.
+    torch's CPU dropout draws its mask with bernoulli_. This draws 31 random bits per element (random_ on
+    int32, cheaper: figures in docs/PERFORMANCE.md) and keeps an element when they reach round(p * 2^31),
+    i.e. with probability 1 - p up to 2^-31; kept elements are scaled by 1 / (1 - p) as in nn.Dropout.
+    Other devices, and traced or compiled code, use F.dropout.
     """
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
-        if x.device.type != "cpu" or self.p == 1.0 or self.inplace or torch.compiler.is_compiling():
+        if x.device.type != "cpu" or self.p == 1.0 or self.inplace or tracing():
             return F.dropout(x, self.p, True, self.inplace)
         return _CpuDropout.apply(x, self.p)
 

@@ -12,15 +12,19 @@ from collections.abc import Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from transformer.nn.attention import KVCache, MultiHeadAttention, eager_inference, inference_weights, linear_t
+from transformer.nn.attention import MultiHeadAttention
 from transformer.nn.dropout import Dropout
+from transformer.nn.kv_cache import KVCache
+from transformer.nn.packed import Packable
 
 # "swish" is x * sigmoid(x) (SiLU), the activation of the OPUS-MT Marian models.
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu, "gelu": F.gelu, "swish": F.silu}
 
 
-class FeedForward(nn.Module):
+class FeedForward(Packable):
     """FFN(x) = act(x W1 + b1) W2 + b2, applied to each position separately."""
+
+    PACKS = {"fc1": ("fc1",), "fc2": ("fc2",)}  # (in, out) layouts for decoding (packed.py)
 
     def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0, activation: str = "relu"):
         super().__init__()
@@ -32,11 +36,8 @@ class FeedForward(nn.Module):
         self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        if eager_inference():  # no autograd: products with cached (in, out) weights (see inference_weights)
-            fc1, fc2 = inference_weights(self, "fc1", ("fc1",)), inference_weights(self, "fc2", ("fc2",))
-            if fc1 is not None and fc2 is not None:
-                return linear_t(self.dropout(self.activation(linear_t(x, *fc1))), *fc2)  # (B, T, D)
-        return self.fc2(self.dropout(self.activation(self.fc1(x))))  # (B, T, D)
+        fc1, fc2 = self.packed("fc1") or self.fc1, self.packed("fc2") or self.fc2
+        return fc2(self.dropout(self.activation(fc1(x))))  # (B, T, D)
 
 
 class Residual(nn.Module):

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from transformer.nn.dropout import Dropout
+from transformer.nn.tracing import tracing
 
 
 def sinusoidal_table(length: int, d_model: int, offset: int = 0, interleaved: bool = True) -> Tensor:
@@ -89,17 +90,11 @@ class TokenEmbedding(nn.Module):
         return nn.functional.embedding(tokens, self.weight, self.pad_id) * self.scale  # (B, T, D)
 
 
-def _exporting() -> bool:
-    """True while torch.export traces the model (reading an id's value would break the trace)."""
-    is_exporting = getattr(torch.compiler, "is_exporting", None)
-    return bool(is_exporting and is_exporting())
-
-
 def check_token_ids(tokens: Tensor, vocab_size: int) -> None:
     """Raise a ValueError naming the bad id before an embedding kernel asserts on it."""
     if tokens.dtype not in (torch.int64, torch.int32):
         raise ValueError(f"token ids must be an integer tensor, got dtype {tokens.dtype}")
-    if _exporting() or tokens.numel() == 0:
+    if tracing() or tokens.numel() == 0:
         return  # an exported graph cannot raise: its caller checks the ids (transformer.interop.onnx does)
     low, high = int(tokens.min()), int(tokens.max())
     if low < 0 or high >= vocab_size:
