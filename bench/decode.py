@@ -249,6 +249,8 @@ def _figures(rows: list[dict]) -> dict:
     figures = {
         "b1_greedy_vs_hf": ratio(1, 1, 1, "ours", "hf"),
         "b32_beam4_vs_hf": ratio(1, 32, 4, "ours", "hf"),
+        "b32_beam4_vs_ct2_fp32_1thread": ratio(1, 32, 4, "ours", "ct2-fp32"),  # goal: >= 1 (translating a file)
+        "b1_greedy_ct2_int8_vs_hf_1thread": ratio(1, 1, 1, "ct2-int8", "hf"),  # what a user who deploys gets
         "b1_greedy_vs_ct2_fp32_1thread": ratio(1, 1, 1, "ours", "ct2-fp32"),
         "b1_greedy_int8_vs_ct2_fp32_1thread": ratio(1, 1, 1, "ours-int8", "ct2-fp32"),
         "b1_greedy_int8_vs_ct2_int8_1thread": ratio(1, 1, 1, "ours-int8", "ct2-int8"),

@@ -1,6 +1,8 @@
-"""Peak memory of an encoder forward pass against sequence length: fused attention vs the explicit reference.
+"""Peak memory: an encoder forward pass against sequence length (fused attention vs the explicit reference),
+and, with --train, a training run of the `small` preset on the demo data against the Hugging Face peer's loop.
 
 usage: python bench/memory.py [--quick] [--lengths 1024,2048,4096,8192,16384] [--threads 2]
+       python bench/memory.py --train [--steps 100] [--threads 2] [--contenders ours,hf-fp32,...]
 
 The `small` model's encoder (d_model 256, 4 heads, 3 layers, d_ff 1024) encodes one sequence of T tokens
 (batch 1, fp32, inference mode):
@@ -13,6 +15,18 @@ Each measurement runs in a fresh subprocess: the peak resident memory (VmHWM, re
 before it, so one measurement's peak never mixes into another's. The growth exponent is the least-squares
 slope of log(peak) against log(T). A reference length whose estimated peak exceeds half the available memory
 is skipped, with a note. The last line is one JSON object.
+
+--train: each contender trains for --steps updates in a fresh subprocess on configs/bible-de-en-demo.yaml's data
+(German -> English Bible, BPE 8,000, batches of 4,096 tokens a side, same sampler and seed), and reports its
+peak resident memory (VmHWM at the end: the whole process, imports, corpus and tokenizer included), its
+resident memory once set up (before the first update) and at the end:
+- ours: the project's Trainer, as `transformer train` runs it (bf16 autocast, the fused output projection +
+  loss, kernel caches bounded by transformer.training.memory.bound_kernel_caches, one validation at the end);
+- ours-default-caches: the same with oneDNN's and ideep's default cache capacities (1,024 entries each), as
+  before bound_kernel_caches;
+- hf-bf16, hf-fp32: HF MarianMTModel of the same dimensions (bench/common.py) in a plain loop over the same
+  batches: forward (under bf16 autocast or in fp32), F.cross_entropy(label_smoothing=0.1), backward, clipping
+  to 1.0, torch.optim.Adam; no validation.
 """
 
 from __future__ import annotations
@@ -28,9 +42,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import D_MODEL, N_HEADS, N_LAYERS, VOCAB, emit_json, machine  # noqa: E402
+from common import D_MODEL, N_HEADS, N_LAYERS, VOCAB, emit_json, machine, marian_config  # noqa: E402
 
 MB = 2**20
+ROOT = Path(__file__).resolve().parent.parent
+TRAIN_CONFIG = ROOT / "configs" / "bible-de-en-demo.yaml"
+CONTENDERS = ("ours", "ours-default-caches", "hf-bf16", "hf-fp32")
+DEFAULT_CACHES = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024", "LRU_CACHE_CAPACITY": "1024"}  # oneDNN's, ideep's
 
 
 def _status_kb(field: str) -> int | None:
@@ -108,15 +126,173 @@ def exponent(points: dict[int, float]) -> float | None:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
 
 
+class _RssSampler:
+    """Resident memory of this process every `interval` seconds, in a daemon thread: (seconds, MB) pairs."""
+
+    def __init__(self, interval: float = 1.0):
+        import threading
+
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._start = time.perf_counter()
+        self._interval = interval
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.samples.append((time.perf_counter() - self._start, (_status_kb("VmRSS") or 0) / 1024))
+
+    def stop(self) -> list[tuple[float, float]]:
+        self._stop.set()
+        self._thread.join()
+        return self.samples
+
+
+def _train_config(steps: int, threads: int):
+    from transformer.config import RunConfig
+
+    return RunConfig.load(str(TRAIN_CONFIG), [
+        f"train.max_steps={steps}", "train.max_minutes=null", f"train.eval_every={steps}", f"train.threads={threads}",
+        f"train.log_every={max(steps // 5, 1)}",
+    ])
+
+
+def _train_ours(steps: int, threads: int) -> dict:
+    """The project's Trainer for `steps` updates (one validation, at the end), in a temporary model directory."""
+    import tempfile
+
+    from transformer.training.memory import bound_kernel_caches
+
+    caches = bound_kernel_caches()  # what `transformer train` does first (the environment may override it)
+    from transformer.training.trainer import Trainer
+
+    with tempfile.TemporaryDirectory() as out:
+        trainer = Trainer(_train_config(steps, threads), out, progress_bar=False)
+        setup_mb = (_status_kb("VmRSS") or 0) / 1024
+        trainer.train()
+        return {"setup_rss_mb": setup_mb, "steps": trainer.state.step, "caches": caches}
+
+
+def _train_hf(steps: int, threads: int, bf16: bool) -> dict:
+    """HF MarianMTModel in a plain loop over the same batches (same tokenizer, sampler, seed) as ours."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import MarianMTModel
+
+    from transformer.data.batching import TokenBatchSampler, batches, encode_corpus
+    from transformer.data.datasets import load_split
+    from transformer.data.tokenizer import train_bpe
+
+    config = _train_config(steps, threads)
+    data, t = config.data, config.train
+    torch.set_num_threads(threads)
+    torch.manual_seed(t.seed)
+    train = load_split(data, "train")
+    tok = train_bpe(train.src + train.tgt, data.vocab_size, data.min_frequency)
+    pairs = encode_corpus(train, tok, data.max_len)
+    sampler = TokenBatchSampler.from_pairs(pairs, t.max_tokens, shuffle=True, seed=t.seed)
+    hf_config = marian_config(dropout=0.1)
+    hf_config.vocab_size, hf_config.pad_token_id = tok.vocab_size, tok.pad_id
+    hf_config.eos_token_id, hf_config.decoder_start_token_id = tok.eos_id, tok.bos_id
+    model = MarianMTModel(hf_config).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4, betas=(0.9, 0.98), eps=1e-9)
+    setup_mb = (_status_kb("VmRSS") or 0) / 1024
+    done = 0
+    while done < steps:
+        for batch in batches(pairs, sampler, tok.pad_id, tok.bos_id, tok.eos_id):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = model(input_ids=batch.src, attention_mask=(batch.src != tok.pad_id).long(),
+                               decoder_input_ids=batch.tgt_in).logits
+            loss = F.cross_entropy(logits.float().flatten(0, 1), batch.tgt_out.flatten(), ignore_index=tok.pad_id,
+                                   label_smoothing=t.label_smoothing)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            done += 1
+            if done == steps:
+                break
+        sampler.set_epoch(sampler.epoch + 1)
+    return {"setup_rss_mb": setup_mb, "steps": done}
+
+
+def train_child(contender: str, steps: int, threads: int) -> None:
+    """One training measurement, printed as a JSON line (run in its own process)."""
+    sampler = _RssSampler()
+    started = time.perf_counter()
+    if contender.startswith("ours"):
+        record = _train_ours(steps, threads)
+    else:
+        record = _train_hf(steps, threads, bf16=contender == "hf-bf16")
+    samples = sampler.stop()
+    every = max(len(samples) // 20, 1)
+    print(json.dumps({
+        "contender": contender, **record, "seconds": time.perf_counter() - started,
+        "peak_rss_mb": (_status_kb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024,
+        "final_rss_mb": (_status_kb("VmRSS") or 0) / 1024,
+        "rss_mb_every_s": [[round(s), round(mb)] for s, mb in samples[::every]],
+    }))
+
+
+def train_main(args: argparse.Namespace) -> None:
+    import os
+
+    contenders = args.contenders.split(",")
+    unknown = [c for c in contenders if c not in CONTENDERS]
+    if unknown:
+        raise SystemExit(f"unknown contenders {unknown}; choose from {','.join(CONTENDERS)}")
+    print(f"machine: {machine()}; available memory {available_mb():.0f} MB; {TRAIN_CONFIG.name}, {args.steps} "
+          f"updates each, {args.threads} threads")
+    print(f"{'contender':20s} {'peak MB':>8s} {'set-up MB':>9s} {'final MB':>8s} {'seconds':>8s}")
+    peaks, details = {}, {}
+    for contender in contenders:
+        env = dict(os.environ)
+        for name in DEFAULT_CACHES:
+            env.pop(name, None)  # each contender gets its own settings, not the caller's
+        if contender == "ours-default-caches":
+            env.update(DEFAULT_CACHES)
+        command = [sys.executable, __file__, "--train-child", contender, "--steps", str(args.steps),
+                   "--threads", str(args.threads)]
+        done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+        if done.returncode != 0:
+            print(f"{contender} failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")
+            continue
+        record = json.loads(done.stdout.strip().splitlines()[-1])
+        peaks[contender] = round(record["peak_rss_mb"])
+        details[contender] = record
+        print(f"{contender:20s} {record['peak_rss_mb']:8.0f} {record['setup_rss_mb']:9.0f} "
+              f"{record['final_rss_mb']:8.0f} {record['seconds']:8.0f}", flush=True)
+        print(f"  RSS (s, MB): {record['rss_mb_every_s']}", flush=True)
+    emit_json({
+        "train_peak_rss_mb": peaks,
+        "train_setup_rss_mb": {c: round(r["setup_rss_mb"]) for c, r in details.items()},
+        "train_final_rss_mb": {c: round(r["final_rss_mb"]) for c, r in details.items()},
+        "ours_vs_hf_fp32_peak": round(peaks["ours"] / peaks["hf-fp32"], 2) if {"ours", "hf-fp32"} <= peaks.keys()
+        else None,
+        "steps": args.steps, "threads": args.threads, "load_avg_end": machine()["load_avg"],
+    })
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", default="1024,2048,4096,8192,16384")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="lengths 1024, 2048, 4096 only")
+    parser.add_argument("--train", action="store_true", help="training peak RSS: ours vs the HF peer's loop")
+    parser.add_argument("--steps", type=int, default=100, help="--train: updates per contender (default 100)")
+    parser.add_argument("--contenders", default=",".join(CONTENDERS), help="--train: comma-separated")
     parser.add_argument("--child", nargs=2, metavar=("LENGTH", "PATH"), help=argparse.SUPPRESS)
+    parser.add_argument("--train-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(int(args.child[0]), args.child[1], args.threads)
+        return
+    if args.train_child:
+        train_child(args.train_child, args.steps, args.threads)
+        return
+    if args.train:
+        train_main(args)
         return
     lengths = [1024, 2048, 4096] if args.quick else [int(n) for n in args.lengths.split(",")]
     print(f"machine: {machine()}; available memory {available_mb():.0f} MB; "

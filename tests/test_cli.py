@@ -3,18 +3,7 @@ import re
 
 import pytest
 
-from tests.corpus import run_config, write_corpus
 from transformer.cli import _parser, main
-from transformer.config import RunConfig
-from transformer.training.trainer import train
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    corpus = write_corpus(tmp_path_factory.mktemp("corpus"))
-    out = tmp_path_factory.mktemp("run") / "model"
-    train(RunConfig.from_dict(run_config(corpus, max_steps=4, eval_every=4)), out, progress_bar=False)
-    return out
 
 
 def _subparsers(parser):
@@ -65,3 +54,42 @@ def test_user_errors_exit_2_with_the_message(tmp_path, capsys):
     config.write_text("model: {preset: tiny}\ntrain: {max_step: 3}\n")
     assert main(["train", str(config), "--out", str(tmp_path / "run")]) == 2
     assert "unknown config key train.max_step; did you mean train.max_steps?" in capsys.readouterr().err
+
+
+def _tiny_marian_dir(root):
+    """save_pretrained of a random 1-layer Marian model, with a word-level tokenizer.json of its vocabulary."""
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models, pre_tokenizers
+
+    words = ["</s>", "<unk>", *(f"w{i}" for i in range(17)), "<pad>"]  # Marian: </s> 0, <unk> 1, <pad> last
+    config = transformers.MarianConfig(
+        vocab_size=len(words), d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32,
+        pad_token_id=len(words) - 1, decoder_start_token_id=len(words) - 1, eos_token_id=0)
+    transformers.MarianMTModel(config).save_pretrained(root)
+    tokenizer = HFTokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.save(str(root / "tokenizer.json"))
+    return root
+
+
+def test_import_hf_set_of_a_key_it_cannot_set_is_a_one_line_error(tmp_path, capsys):
+    hf_dir = _tiny_marian_dir(tmp_path / "hf")
+    capsys.readouterr()  # save_pretrained's progress bar
+    for item in ("model.foo=1", "model.d_model=8", "train.max_steps=3"):
+        assert main(["import-hf", str(hf_dir), "--out", str(tmp_path / "out"), "--set", item]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and item.partition("=")[0] in err
+        assert "data.*" in err and "decode.*" in err
+        assert not (tmp_path / "out").exists()
+    assert main(["import-hf", str(hf_dir), "--out", str(tmp_path / "out"), "--set", "decode.beam=2"]) == 0
+
+
+@pytest.mark.parametrize("budget", ["max_minutes", "max_epochs"])
+def test_train_with_a_zero_budget_is_a_one_line_error(tmp_path, capsys, budget):
+    config = tmp_path / "config.yaml"
+    config.write_text("model: {preset: tiny}\ntrain: {max_steps: 3}\n")
+    assert main(["train", str(config), "--out", str(tmp_path / "run"), "--set", f"train.{budget}=0"]) == 2
+    assert f"train.{budget}=0 must be > 0" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

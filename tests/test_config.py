@@ -53,3 +53,24 @@ def test_bos_may_equal_pad_or_eos_and_position_offset_needs_learned_positions():
         ModelConfig.preset("tiny", position_offset=2)
     with pytest.raises(ValueError, match=r"activation='tanh': use 'relu', 'gelu' or 'swish'"):
         ModelConfig.preset("tiny", activation="tanh")
+
+
+@pytest.mark.parametrize("key", ["max_steps", "max_minutes", "max_epochs"])
+@pytest.mark.parametrize("value", [0, -1])
+def test_a_budget_of_zero_or_less_names_the_value_and_the_fix(key, value):
+    with pytest.raises(ValueError, match=rf"train.{key}={value} must be > 0 .*leave it unset"):
+        TrainConfig(**{key: value})
+
+
+def test_special_id_outside_the_smaller_vocabulary_names_that_vocabulary():
+    with pytest.raises(ValueError, match=r"model.eos_id=7 is outside the vocabulary src_vocab_size=5"):
+        ModelConfig.preset("tiny", src_vocab_size=5, tgt_vocab_size=10, share_embeddings=False, eos_id=7)
+    with pytest.raises(ValueError, match=r"model.eos_id=7 is outside the vocabulary tgt_vocab_size=6"):
+        ModelConfig.preset("tiny", src_vocab_size=10, tgt_vocab_size=6, share_embeddings=False, eos_id=7)
+
+
+def test_the_activation_names_a_config_accepts_are_the_ones_the_layers_implement():
+    from transformer.config import ACTIVATION_NAMES
+    from transformer.nn.layers import ACTIVATIONS
+
+    assert set(ACTIVATION_NAMES) == set(ACTIVATIONS)

@@ -8,11 +8,16 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from transformer.config import DecodeConfig
+from transformer.config import SPLIT_NAMES, DecodeConfig, check_override_sections
 
 log = logging.getLogger("transformer")
+# ctranslate2's weight types (transformer.interop.ct2.QUANTIZATIONS, not imported here: it loads torch)
+CT2_QUANTIZATIONS = ["float32", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16",
+                     "bfloat16"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="translate a held-out split and score it with sacrebleu")
     _decode_args(evaluate)
-    evaluate.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    evaluate.add_argument("--split", default="test", choices=SPLIT_NAMES)
     evaluate.add_argument("--limit", type=int, help="score only the first N segments")
     evaluate.add_argument("--weights", default="model.safetensors",
                           help="weights file inside the model directory (e.g. snapshots/minute-30.safetensors)")
@@ -57,6 +62,15 @@ def _parser() -> argparse.ArgumentParser:
     onnx.add_argument("--max-length", type=int,
                       help="longest source and output the graphs accept (default: the model's max_positions)")
     onnx.add_argument("--weights", default="model.safetensors", help="weights file inside the model directory")
+    ct2 = commands.add_parser("export-ct2", help="export to a CTranslate2 model (translate --engine ctranslate2)")
+    ct2.add_argument("--model", required=True, type=Path,
+                     help="model directory written by `transformer train` or `transformer import-hf`")
+    ct2.add_argument("--out", type=Path, help="directory to write (default: MODEL/ctranslate2, where "
+                                              "--engine ctranslate2 reads it); must not exist")
+    ct2.add_argument("--quantization", default="float32", choices=CT2_QUANTIZATIONS,
+                     help="weight type: float32 (default; the same tokens as the torch engine), int8 (int8 weights, "
+                          "fp32 elsewhere), ...")
+    ct2.add_argument("--weights", default="model.safetensors", help="weights file inside the model directory")
     hf = commands.add_parser("import-hf", help="convert a Hugging Face Marian or BART directory into a model directory")
     hf.add_argument("hf_dir", type=Path,
                     help="directory written by save_pretrained: config.json, model.safetensors or pytorch_model.bin, "
@@ -74,12 +88,33 @@ def _decode_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beam", type=int, help="beam size (1 = greedy; default from the model's config)")
     parser.add_argument("--alpha", type=float, help="length penalty alpha (default from the model's config)")
     parser.add_argument("--batch-size", type=int, help="segments per decoding batch")
+    parser.add_argument("--engine", default="torch", choices=["torch", "ctranslate2"],
+                        help="torch (default), or ctranslate2: the export in MODEL/ctranslate2 (`export-ct2`)")
 
 
 def _decode_config(args: argparse.Namespace, default: DecodeConfig) -> DecodeConfig:
     changes = {k: v for k, v in (("beam", args.beam), ("alpha", args.alpha), ("batch_size", args.batch_size))
                if v is not None}
     return dataclasses.replace(default, **changes)
+
+
+def _translator(args: argparse.Namespace, weights: str = "model.safetensors") -> tuple[Any, Callable[..., list[str]]]:
+    """The model directory's RunConfig and translate(lines, decode, progress) for the chosen --engine."""
+    if args.engine == "ctranslate2":
+        import torch
+
+        from transformer.interop.ct2 import load_ct2_dir
+
+        if weights != "model.safetensors":
+            raise ValueError("--weights applies to the torch engine; export those weights with "
+                             "`transformer export-ct2 --weights ... --out DIR`")
+        translator, config = load_ct2_dir(args.model, threads=torch.get_num_threads())
+        return config, lambda lines, decode, progress: translator.translate(lines, decode, config.data.max_len)
+    from transformer.inference import load_model_dir, translate
+
+    model, tokenizer, config = load_model_dir(args.model, weights, for_decoding=True)  # packed weights
+    return config, lambda lines, decode, progress: translate(model, tokenizer, lines, decode, config.data.max_len,
+                                                             progress=progress)
 
 
 def _cmd_data(args: argparse.Namespace) -> None:
@@ -109,13 +144,10 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_translate(args: argparse.Namespace) -> None:
-    from transformer.inference import load_model_dir, translate
-
-    model, tokenizer, config = load_model_dir(args.model)
+    config, translate = _translator(args)
     source = args.input.read_text(encoding="utf-8") if args.input else sys.stdin.read()
     lines = source.splitlines()
-    outputs = translate(model, tokenizer, lines, _decode_config(args, config.decode), config.data.max_len,
-                        progress=len(lines) > 50)
+    outputs = translate(lines, _decode_config(args, config.decode), progress=len(lines) > 50)
     text = "".join(line + "\n" for line in outputs)
     if args.output:
         args.output.write_text(text, encoding="utf-8")
@@ -126,16 +158,14 @@ def _cmd_translate(args: argparse.Namespace) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from transformer.data.datasets import load_split
     from transformer.evaluation.metrics import corpus_bleu, corpus_chrf
-    from transformer.inference import load_model_dir, translate
-
-    model, tokenizer, config = load_model_dir(args.model, args.weights)
+    config, translate = _translator(args, args.weights)
     corpus = load_split(config.data, args.split)
     if corpus is None:
         raise ValueError(f"the model's data config names no {args.split} split; set data.{args.split}_src/_tgt")
     src, refs = corpus.src[: args.limit], corpus.tgt[: args.limit]
     decode = _decode_config(args, config.decode)
     started = time.perf_counter()
-    hyps = translate(model, tokenizer, src, decode, config.data.max_len, progress=True)
+    hyps = translate(src, decode, progress=True)
     seconds = time.perf_counter() - started
     bleu, chrf = corpus_bleu(hyps, refs), corpus_chrf(hyps, refs)
     if args.output:
@@ -165,9 +195,20 @@ def _cmd_export_onnx(args: argparse.Namespace) -> None:
                       "max_length": config["max_length"]}))
 
 
+def _cmd_export_ct2(args: argparse.Namespace) -> None:
+    from transformer.interop.ct2 import export_model_dir
+
+    out = export_model_dir(args.model, args.out, quantization=args.quantization, weights=args.weights)
+    size = (out / "model.bin").stat().st_size / 1e6
+    print(f"wrote {out}: model.bin ({size:.1f} MB, {args.quantization}), config.json, vocabulary, tokenizer")
+    print(json.dumps({"out": str(out), "quantization": args.quantization, "model_mb": round(size, 1)}))
+
+
 def _cmd_import_hf(args: argparse.Namespace) -> None:
     from transformer.interop.huggingface import import_hf
 
+    check_override_sections(args.overrides, ("data", "decode"), "the model section comes from the checkpoint, "
+                            "and an imported model is not trained")
     config = import_hf(args.hf_dir, args.out, args.overrides)
     m = config.model
     print(f"wrote {args.out}: config.yaml, model.safetensors, tokenizer file(s)")
@@ -181,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     handler = {"data": _cmd_data, "train": _cmd_train, "translate": _cmd_translate, "evaluate": _cmd_evaluate,
-               "export-onnx": _cmd_export_onnx, "import-hf": _cmd_import_hf}
+               "export-onnx": _cmd_export_onnx, "export-ct2": _cmd_export_ct2, "import-hf": _cmd_import_hf}
     try:
         handler[args.command](args)
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as error:

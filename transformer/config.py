@@ -12,7 +12,20 @@ from typing import Any, TypeVar
 
 import yaml
 
+from transformer.special_ids import check_special_ids
+
 T = TypeVar("T")
+
+
+# The feed-forward activations a model may name (transformer/nn/layers.py::ACTIVATIONS implements them; a test
+# keeps the two equal). "swish" is x * sigmoid(x), used by the OPUS-MT Marian models.
+ACTIVATION_NAMES = ("relu", "gelu", "swish")
+
+
+def _one_of(names: tuple[str, ...]) -> str:
+    """'a', 'b' or 'c'."""
+    quoted = [repr(n) for n in names]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
 
 
 def _check(condition: bool, message: str) -> None:
@@ -57,6 +70,15 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return tree
 
 
+def check_override_sections(overrides: list[str], sections: tuple[str, ...], reason: str) -> None:
+    """Raise ValueError for the first `section.key=value` override outside `sections`, naming it and them."""
+    for item in overrides:
+        section = item.partition("=")[0].partition(".")[0]
+        if section not in sections:
+            settable = " and ".join(f"{name}.*" for name in sections)
+            raise ValueError(f"override {item!r}: only {settable} can be set ({reason})")
+
+
 def load_yaml(path: str) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as f:
@@ -82,7 +104,7 @@ class ModelConfig:
     dropout: float = 0.1  # P_drop on sublayer outputs and on embeddings + positions (section 5.4)
     attention_dropout: float = 0.0
     activation_dropout: float = 0.0
-    activation: str = "relu"  # or "gelu", "swish" (x * sigmoid(x), used by OPUS-MT Marian models)
+    activation: str = "relu"  # one of ACTIVATION_NAMES
     norm_first: bool = False  # False: post-LN as in the paper; True: pre-LN
     positional: str = "sinusoidal"  # or "learned"
     sinusoidal_interleaved: bool = True  # sin on even, cos on odd dims (paper); False: sines then cosines (Marian)
@@ -109,8 +131,8 @@ class ModelConfig:
                f"choose n_heads that divides d_model (d_head = d_model // n_heads)")
         for name in ("dropout", "attention_dropout", "activation_dropout"):
             _check(0.0 <= getattr(self, name) < 1.0, f"model.{name}={getattr(self, name)} must be in [0, 1)")
-        _check(self.activation in ("relu", "gelu", "swish"),
-               f"model.activation={self.activation!r}: use 'relu', 'gelu' or 'swish'")
+        _check(self.activation in ACTIVATION_NAMES,
+               f"model.activation={self.activation!r}: use {_one_of(ACTIVATION_NAMES)}")
         _check(self.positional in ("sinusoidal", "learned"),
                f"model.positional={self.positional!r}: use 'sinusoidal' or 'learned'")
         _check(self.position_offset >= 0 and (self.position_offset == 0 or self.positional == "learned"),
@@ -121,13 +143,10 @@ class ModelConfig:
         _check(not self.share_embeddings or self.src_vocab_size == self.tgt_vocab_size,
                f"share_embeddings needs one joint vocabulary, but src_vocab_size={self.src_vocab_size} "
                f"!= tgt_vocab_size={self.tgt_vocab_size}; set share_embeddings=false or use a joint tokenizer")
-        ids = {"pad_id": self.pad_id, "bos_id": self.bos_id, "eos_id": self.eos_id}
-        _check(self.pad_id != self.eos_id,
-               f"special ids must differ, got {ids}: pad_id and eos_id must be different tokens "
-               "(bos_id may equal pad_id, as in Marian, or eos_id, as in BART)")
-        for name, value in ids.items():
-            _check(0 <= value < min(self.src_vocab_size, self.tgt_vocab_size),
-                   f"model.{name}={value} is outside the vocabulary (size {self.tgt_vocab_size})")
+        smaller = "src_vocab_size" if self.src_vocab_size <= self.tgt_vocab_size else "tgt_vocab_size"
+        check_special_ids(self.pad_id, self.bos_id, self.eos_id, getattr(self, smaller), prefix="model.",
+                          vocabulary=f"the vocabulary {smaller}={getattr(self, smaller)}",
+                          fix="special ids must be valid in both vocabularies")
 
     @property
     def d_head(self) -> int:
@@ -159,6 +178,9 @@ def model_config_from_dict(values: dict[str, Any]) -> ModelConfig:
     if preset is None:
         return from_dict(ModelConfig, values, "model")
     return ModelConfig.preset(preset, **values)
+
+
+SPLIT_NAMES = ("train", "valid", "test")  # a corpus's splits; DataConfig's {split}_src/_tgt/_tsv keys use them
 
 
 @dataclass(frozen=True)
@@ -233,7 +255,11 @@ class TrainConfig:
             object.__setattr__(self, "snapshot_minutes", tuple(self.snapshot_minutes))
         _check(any(x is not None for x in (self.max_steps, self.max_minutes, self.max_epochs)),
                "set at least one of train.max_steps, train.max_minutes, train.max_epochs")
-        _check(self.max_steps is None or self.max_steps > 0, f"train.max_steps={self.max_steps} must be > 0")
+        for name in ("max_steps", "max_minutes", "max_epochs"):
+            value = getattr(self, name)
+            _check(value is None or value > 0,
+                   f"train.{name}={value} must be > 0 (a budget of nothing trains nothing); raise it, "
+                   "or leave it unset (null) to let the other budgets decide")
         _check(self.max_tokens > 0 and self.accumulate > 0 and self.warmup > 0,
                f"train.max_tokens={self.max_tokens}, accumulate={self.accumulate}, warmup={self.warmup} must be > 0")
         _check(0 < self.lr < float("inf"), f"train.lr={self.lr} must be a positive finite number")

@@ -6,14 +6,15 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 import yaml
 from tqdm import tqdm
 
 from transformer.config import DecodeConfig, RunConfig
+from transformer.data.batching import pad_ids
 from transformer.data.tokenizer import Tokenizer
-from transformer.decoding import beam_search, greedy_search
+from transformer.decoding import Hypothesis, beam_search, greedy_search
 from transformer.models import EncoderDecoder, build_model
+from transformer.nn.packed import pack_inference_weights
 from transformer.training.checkpoint import load_weights
 
 logger = logging.getLogger(__name__)
@@ -30,16 +31,21 @@ def load_run_config(model_dir: str | Path) -> RunConfig:
 
 
 def load_model_dir(
-    model_dir: str | Path, weights: str = "model.safetensors"
+    model_dir: str | Path, weights: str = "model.safetensors", *, for_decoding: bool = False
 ) -> tuple[EncoderDecoder, Tokenizer, RunConfig]:
     """The model (in eval mode), its tokenizer and its resolved config, from a directory `train` or
-    `import-hf` wrote. The tokenizer's special ids are the model's (config.yaml)."""
+    `import-hf` wrote. The tokenizer's special ids are the model's (config.yaml).
+
+    `for_decoding=True` also packs the model's inference weights (`pack_inference_weights`: faster decoding,
+    read-only, shared by concurrent searches); leave it off for a model that will be trained or exported."""
     model_dir = Path(model_dir)
     config = load_run_config(model_dir)
     m = config.model
     tokenizer = Tokenizer.load(model_dir / "tokenizer.json", pad_id=m.pad_id, bos_id=m.bos_id, eos_id=m.eos_id)
     model = build_model(config.model)
     load_weights(model, model_dir / weights)
+    if for_decoding:
+        pack_inference_weights(model)
     return model.eval(), tokenizer, config
 
 
@@ -63,18 +69,24 @@ def translate(
     bar = tqdm(total=len(order), desc="translate", unit="seg", disable=not progress, leave=False)
     for start in range(0, len(order), decode.batch_size):
         chunk = order[start : start + decode.batch_size]
-        width = max(1, max(len(encoded[i]) for i in chunk))
-        src = torch.full((len(chunk), width), pad, dtype=torch.long)
-        for row, i in enumerate(chunk):
-            src[row, : len(encoded[i])] = torch.tensor(encoded[i], dtype=torch.long)
+        src = pad_ids([encoded[i] for i in chunk], pad)  # (B, S)
         args = dict(pad_id=pad, bos_id=bos, eos_id=eos, max_len_a=decode.max_len_a, max_len_b=decode.max_len_b)
         if decode.beam == 1:
             outputs = greedy_search(model, src, **args)
         else:
             hypotheses = beam_search(model, src, beam_size=decode.beam, alpha=decode.alpha, **args)
-            outputs = [best[0].tokens for best in hypotheses]
+            outputs = [_best_tokens(best, i) for i, best in zip(chunk, hypotheses, strict=True)]
         for i, ids in zip(chunk, outputs, strict=True):
             results[i] = tokenizer.decode(ids)
         bar.update(len(chunk))
     bar.close()
     return results
+
+
+def _best_tokens(hypotheses: list[Hypothesis], line: int) -> list[int]:
+    """The best hypothesis's tokens; none (an empty line, with a warning) when beam search found no finite
+    hypothesis, which a model that puts -inf on every allowed token can cause."""
+    if hypotheses:
+        return hypotheses[0].tokens
+    logger.warning("beam search found no hypothesis for line %d (counted from 1); writing an empty line", line + 1)
+    return []

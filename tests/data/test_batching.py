@@ -41,7 +41,7 @@ def test_collate_empty_target_still_has_eos() -> None:
 
 
 def test_collate_rejects_clashing_ids() -> None:
-    with pytest.raises(ValueError, match="pad_id=2, bos_id=1, eos_id=2 must all differ"):
+    with pytest.raises(ValueError, match="special ids must differ"):
         collate([([5], [6])], 2, 1, 2)
     with pytest.raises(ValueError, match="no pairs"):
         collate([], PAD, BOS, EOS)
@@ -136,6 +136,20 @@ def test_batches_convenience() -> None:
         next(batches(pairs[:3], sampler, PAD, BOS, EOS))
 
 
+def test_batches_from_start_skip_the_first_batches_of_the_epoch() -> None:
+    pairs = [([5] * n, [6] * (n + 1)) for n in range(1, 30)]
+    sampler = TokenBatchSampler.from_pairs(pairs, max_tokens=64, seed=0)
+    sampler.set_epoch(3)
+    every = list(batches(pairs, sampler, PAD, BOS, EOS))
+    rest = list(batches(pairs, sampler, PAD, BOS, EOS, start=2))
+    assert len(rest) == len(every) - 2
+    for ours, theirs in zip(rest, every[2:], strict=True):
+        assert torch.equal(ours.src, theirs.src) and torch.equal(ours.tgt_out, theirs.tgt_out)
+    assert list(batches(pairs, sampler, PAD, BOS, EOS, start=len(sampler))) == []
+    with pytest.raises(ValueError, match="start=-1 must be >= 0"):
+        next(batches(pairs, sampler, PAD, BOS, EOS, start=-1))
+
+
 def test_sampler_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="max_tokens=0"):
         TokenBatchSampler([(1, 1)], 0)
@@ -143,3 +157,10 @@ def test_sampler_rejects_bad_arguments() -> None:
         TokenBatchSampler([], 10)
     with pytest.raises(ValueError, match=r"Example 1 has a negative length \(-1, 2\)"):
         TokenBatchSampler([(1, 1), (-1, 2)], 10)
+
+
+def test_collate_takes_the_special_ids_of_imported_models() -> None:
+    """One rule everywhere (transformer/special_ids.py): BOS may be PAD (Marian) or EOS (BART)."""
+    marian = collate([([5], [6])], pad_id=0, bos_id=0, eos_id=1)
+    bart = collate([([5], [6])], pad_id=1, bos_id=2, eos_id=2)
+    assert marian.tgt_in.tolist() == [[0, 6]] and bart.tgt_out.tolist() == [[6, 2]]

@@ -127,5 +127,5 @@ def test_explicit_special_ids_target_file_and_source_specials(tok: Tokenizer, tm
     assert loaded.target_hf_tokenizer is not loaded.hf_tokenizer and loaded.decode(plain) == text
     with pytest.raises(ValueError, match=r"Special token <pad> has id None, expected 0.*give the tokenizer's own"):
         Tokenizer(HFTokenizer.from_str(source.to_str().replace('"<pad>"', '"<nopad>"')))
-    with pytest.raises(ValueError, match=r"special ids \{'eos_id': 9999\} are outside the tokenizer's vocabulary"):
+    with pytest.raises(ValueError, match=r"eos_id=9999 is outside the tokenizer's vocabulary"):
         Tokenizer(source, pad_id=0, bos_id=1, eos_id=9999)

@@ -149,6 +149,12 @@ def test_pad_and_bos_are_never_produced_even_when_most_probable(alpha):
     assert_hypotheses(got, [hyp([A], 0.75, alpha), hyp([], 0.25, alpha)])
 
 
+def test_a_model_with_only_banned_tokens_gives_no_hypothesis_not_a_nan_one():
+    # After PAD and BOS are removed nothing is left: every log-prob is -inf (NaN after a plain log-softmax).
+    table = fixed({(): {PAD: 0.6, BOS: 0.4}})
+    assert beam_search(ScriptedModel(table), SRC, **IDS, beam_size=2, n_best=2) == [[]]
+
+
 def test_live_beams_are_finalized_at_the_length_limit_of_each_example():
     # Never EOS; probabilities depend on the step. Limits: int(0.5 * 2 + 1) = 2 and int(0.5 * 4 + 1) = 3.
     steps = [{A: 0.6, B: 0.4}, {A: 0.7, B: 0.3}, {A: 0.8, B: 0.2}]

@@ -13,12 +13,13 @@ from transformer.training import (
     atomic_write_text,
     average_weights,
     inverse_sqrt_lr,
+    learning_rate,
     load_train_state,
     load_weights,
     make_optimizer,
-    make_scheduler,
     save_train_state,
     save_weights,
+    set_learning_rate,
     unwrap_model,
 )
 
@@ -117,14 +118,15 @@ def test_missing_file(tmp_path):
         load_train_state(tmp_path / "state.pt", make_optimizer(Tied(), lr=1.0), None)
 
 
-def _train(model, opt, sched, steps):
-    for _ in range(steps):
+def _train(model, opt, first_update, steps):
+    """`steps` updates numbered from `first_update`, each with the section 5.3 learning rate written first."""
+    for update in range(first_update, first_update + steps):
+        set_learning_rate(opt, learning_rate(update, 0.0, warmup=4, d_model=8))
         tokens = torch.randint(0, 11, (4, 5))
         loss = nn.functional.cross_entropy(model(tokens).flatten(0, 1), tokens.flatten())
         opt.zero_grad()
         loss.backward()
         opt.step()
-        sched.step()
 
 
 def test_train_state_resume_is_exact(tmp_path):
@@ -133,12 +135,11 @@ def test_train_state_resume_is_exact(tmp_path):
     np.random.seed(0)
     model = Tied()
     opt = make_optimizer(model, lr=1.0)
-    sched = make_scheduler(opt, warmup=4, d_model=8)
-    _train(model, opt, sched, 3)
+    _train(model, opt, 1, 3)
     path = tmp_path / "train_state.pt"
-    save_train_state(path, optimizer=opt, scheduler=sched, step=3, epoch=1, extra={"best": 1.5}, model=model)
+    save_train_state(path, optimizer=opt, scheduler=None, step=3, epoch=1, extra={"best": 1.5}, model=model)
 
-    _train(model, opt, sched, 2)
+    _train(model, opt, 4, 2)
     expected = (model.hidden.weight.clone(), torch.rand(3), random.random(), np.random.rand())
 
     torch.manual_seed(99)
@@ -146,12 +147,11 @@ def test_train_state_resume_is_exact(tmp_path):
     np.random.seed(99)
     fresh = Tied()
     opt2 = make_optimizer(fresh, lr=1.0)
-    sched2 = make_scheduler(opt2, warmup=4, d_model=8)
-    info = load_train_state(path, opt2, sched2, model=fresh)
+    info = load_train_state(path, opt2, None, model=fresh)
     assert info == {"step": 3, "epoch": 1, "extra": {"best": 1.5}}
-    assert opt2.param_groups[0]["lr"] == pytest.approx(inverse_sqrt_lr(4, warmup=4, d_model=8))
+    assert opt2.param_groups[0]["lr"] == pytest.approx(inverse_sqrt_lr(3, warmup=4, d_model=8))  # update 3's
     assert fresh.out.weight is fresh.embed.weight
-    _train(fresh, opt2, sched2, 2)
+    _train(fresh, opt2, info["step"] + 1, 2)
     torch.testing.assert_close(fresh.hidden.weight, expected[0], rtol=0, atol=0)
     torch.testing.assert_close(torch.rand(3), expected[1], rtol=0, atol=0)
     assert random.random() == expected[2] and np.random.rand() == expected[3]
@@ -162,7 +162,7 @@ def test_train_state_is_weights_only_loadable(tmp_path):
     model = Tied()
     opt = make_optimizer(model, lr=1.0)
     path = tmp_path / "s.pt"
-    save_train_state(path, optimizer=opt, scheduler=make_scheduler(opt, 3, peak_lr=1e-3), step=0, epoch=0)
+    save_train_state(path, optimizer=opt, scheduler=None, step=0, epoch=0)
     payload = torch.load(path, weights_only=True)
     assert set(payload) >= {"optimizer", "scheduler", "step", "epoch", "rng", "extra"}
     with pytest.raises(ValueError, match="holds no model weights"):

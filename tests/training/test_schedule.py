@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from transformer.training import cooldown_factor, inverse_sqrt_lr, make_optimizer, make_scheduler
+from transformer.training import cooldown_factor, inverse_sqrt_lr, learning_rate, make_optimizer, set_learning_rate
 
 STEPS = [1, 2, 3, 10, 99, 100, 101, 250, 4000, 10_000, 100_000]
 
@@ -38,30 +38,39 @@ def test_maximum_at_warmup_and_step_zero_is_step_one():
     assert inverse_sqrt_lr(0, warmup=50, d_model=64) == inverse_sqrt_lr(1, warmup=50, d_model=64) > 0
 
 
-def test_scheduler_sets_optimizer_lr_to_formula():
+def test_learning_rate_written_before_each_update_is_the_formula():
     model = nn.Linear(3, 2)
     opt = make_optimizer(model, lr=123.0)
-    sched = make_scheduler(opt, warmup=10, d_model=512)
     for k in range(40):
-        # k scheduler steps done: the coming update is number k + 1.
+        # k updates done: the coming update is number k + 1.
+        set_learning_rate(opt, learning_rate(k + 1, k / 40, warmup=10, d_model=512))
         expected = paper(k + 1, 10, 512)
-        assert opt.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-12)
-        assert sched.get_last_lr()[0] == pytest.approx(expected, rel=1e-12)
+        assert all(group["lr"] == pytest.approx(expected, rel=1e-12) for group in opt.param_groups)
         model(torch.randn(4, 3)).sum().backward()
         opt.step()
         opt.zero_grad()
-        sched.step()
 
 
-def test_scheduler_with_peak_lr_reaches_peak_on_update_warmup():
+def test_learning_rate_with_peak_lr_reaches_peak_on_update_warmup():
     opt = make_optimizer([nn.Parameter(torch.zeros(2))], lr=1.0)
-    sched = make_scheduler(opt, warmup=5, peak_lr=3e-4)
     seen = []
-    for _ in range(12):
+    for step in range(1, 13):
+        set_learning_rate(opt, learning_rate(step, 0.0, warmup=5, peak_lr=3e-4))
         seen.append(opt.param_groups[0]["lr"])
         opt.step()
-        sched.step()
     assert max(seen) == pytest.approx(3e-4) and seen.index(max(seen)) == 4  # update 5
+
+
+@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize("budget_used", [0.0, 0.5, 0.7, 0.85, 0.99, 1.0, 1.2])
+def test_learning_rate_is_the_paper_curve_times_the_linear_cooldown(step, budget_used):
+    warmup, peak, cooldown = 100, 7e-4, 0.3
+    decay = min(1.0, max(0.0, (1.0 - budget_used) / cooldown))  # 1 until 70% of the budget, then linear to 0
+    expected = peak * min(step / warmup, math.sqrt(warmup / step)) * decay
+    got = learning_rate(step, budget_used, warmup=warmup, peak_lr=peak, cooldown=cooldown)
+    assert got == pytest.approx(expected, rel=1e-12, abs=1e-300)
+    paper_lr = learning_rate(step, budget_used, warmup=4000, d_model=512)  # cooldown=0: the paper's curve alone
+    assert paper_lr == pytest.approx(paper(step, 4000, 512), rel=1e-12)
 
 
 def test_optimizer_settings():
@@ -85,9 +94,8 @@ def test_optimizer_settings():
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         inverse_sqrt_lr(1, **kwargs)
-    opt = make_optimizer([nn.Parameter(torch.zeros(1))], lr=1.0)
     with pytest.raises(ValueError, match=message):
-        make_scheduler(opt, **kwargs)
+        learning_rate(1, 0.0, **kwargs)
 
 
 def test_bad_step_and_lr():
@@ -108,3 +116,5 @@ def test_cooldown_is_linear_to_zero_over_the_last_fraction(progress, fraction, e
 def test_cooldown_fraction_outside_zero_one_is_an_error():
     with pytest.raises(ValueError, match=r"fraction=1.5 must be in \[0, 1\]"):
         cooldown_factor(0.5, 1.5)
+    with pytest.raises(ValueError, match=r"fraction=1.5 must be in \[0, 1\]"):
+        learning_rate(10, 0.5, warmup=10, peak_lr=1e-3, cooldown=1.5)

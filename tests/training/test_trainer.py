@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ import transformer.training.trainer as trainer_module
 from tests.corpus import run_config, write_corpus
 from transformer.config import RunConfig
 from transformer.inference import load_model_dir
-from transformer.training.schedule import cooldown_factor, inverse_sqrt_lr
+from transformer.training.schedule import cooldown_factor, inverse_sqrt_lr, learning_rate
 from transformer.training.trainer import NonFiniteLossError, train
 
 
@@ -64,15 +65,15 @@ def test_new_run_refuses_to_overwrite_an_existing_one(corpus, tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path, monkeypatch):
-    real_loss = trainer_module.label_smoothed_cross_entropy
+    real_loss = trainer_module.teacher_forced_loss
     calls = {"n": 0}
 
-    def poisoned(logits, *args, **kwargs):
+    def poisoned(model, *args, **kwargs):
         calls["n"] += 1
-        total, n = real_loss(logits, *args, **kwargs)
-        return (total * float("nan"), n) if calls["n"] == 5 and logits.requires_grad else (total, n)
+        total, n = real_loss(model, *args, **kwargs)
+        return (total * float("nan"), n) if calls["n"] == 5 and torch.is_grad_enabled() else (total, n)
 
-    monkeypatch.setattr(trainer_module, "label_smoothed_cross_entropy", poisoned)
+    monkeypatch.setattr(trainer_module, "teacher_forced_loss", poisoned)
     with pytest.raises(NonFiniteLossError, match=r"loss became nan at step \d+ \(learning rate .*lower train.lr"):
         train(_config(corpus, max_steps=10, eval_every=2), tmp_path / "run", progress_bar=False)
     state = torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)
@@ -90,3 +91,55 @@ def test_cooldown_decays_the_logged_learning_rate_to_the_formula(corpus, tmp_pat
     assert logged == pytest.approx(expected, rel=1e-12)
     assert logged[4] == pytest.approx(inverse_sqrt_lr(5, warmup=2, peak_lr=3e-3))  # cooldown not yet begun
     assert logged[-1] == pytest.approx(inverse_sqrt_lr(8, warmup=2, peak_lr=3e-3) / 4)  # share 7/8: factor 1/4
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_non_finite_loss_message_suggests_only_options_that_exist(corpus, tmp_path, monkeypatch, bf16):
+    real_loss = trainer_module.teacher_forced_loss
+
+    def poisoned(model, *args, **kwargs):
+        total, n = real_loss(model, *args, **kwargs)
+        return total * float("nan"), n
+
+    monkeypatch.setattr(trainer_module, "teacher_forced_loss", poisoned)
+    with pytest.raises(NonFiniteLossError) as caught:
+        train(_config(corpus, max_steps=2, bf16=bf16), tmp_path / "run", progress_bar=False)
+    message = str(caught.value)
+    assert "fp16" not in message and "train.clip_norm" in message
+    assert ("train.bf16=false" in message) == bf16
+
+
+def _write_the_old_way(path, warmup: int, peak_lr: float) -> None:
+    """Rewrite train_state.pt as the trainer wrote it when a LambdaLR set the learning rate: a "scheduler" entry
+    with the LambdaLR's state, and param groups holding its "initial_lr" and the lr of the coming update."""
+    payload = torch.load(path, weights_only=True)
+    groups = payload["optimizer"]["param_groups"]
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1)) for _ in groups], lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda done: inverse_sqrt_lr(done + 1, warmup=warmup, peak_lr=peak_lr))
+    for _ in range(payload["step"]):
+        optimizer.step()
+        scheduler.step()
+    payload["scheduler"] = scheduler.state_dict()
+    for group, lr in zip(groups, scheduler.get_last_lr(), strict=True):
+        group["initial_lr"], group["lr"] = 1.0, lr
+    torch.save(payload, path)
+
+
+def test_a_train_state_written_with_a_scheduler_resumes_on_the_pure_learning_rate(corpus, tmp_path):
+    train(_config(corpus, max_steps=3), tmp_path / "new", progress_bar=False)
+    shutil.copytree(tmp_path / "new", tmp_path / "old")
+    _write_the_old_way(tmp_path / "old" / "train_state.pt", warmup=4, peak_lr=3e-3)
+    assert torch.load(tmp_path / "old" / "train_state.pt", weights_only=True)["scheduler"]["last_epoch"] == 3
+    for run in ("new", "old"):
+        resumed = _config(corpus, max_steps=6, log_every=1, eval_every=100, cooldown=0.5)
+        train(resumed, tmp_path / run, resume=True, progress_bar=False)
+    records = [json.loads(line) for line in (tmp_path / "old" / "metrics.jsonl").read_text().splitlines()]
+    logged = {r["step"]: r["lr"] for r in records if "loss" in r and r["step"] > 3}
+    # update n runs at budget share (n - 1) / 6: updates 4, 5, 6 at factors 1, 2/3, 1/3 of the cooldown
+    expected = {n: learning_rate(n, (n - 1) / 6, warmup=4, peak_lr=3e-3, cooldown=0.5) for n in (4, 5, 6)}
+    assert logged == pytest.approx(expected, rel=1e-12)
+    old = load_file(tmp_path / "old" / "checkpoints" / "step-6.safetensors")
+    new = load_file(tmp_path / "new" / "checkpoints" / "step-6.safetensors")
+    for name in new:
+        torch.testing.assert_close(old[name], new[name], rtol=0, atol=0)

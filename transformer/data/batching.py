@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 from collections.abc import Iterable, Iterator, Sequence
@@ -9,6 +10,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+
+from transformer.special_ids import check_special_ids
 
 from .corpora import ParallelCorpus
 
@@ -83,8 +86,9 @@ def encode_corpus(corpus: ParallelCorpus, tokenizer: _Encoder, max_len: int) -> 
     return pairs
 
 
-def _pad(rows: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
-    width = max(len(r) for r in rows)
+def pad_ids(rows: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
+    """Right-pad id lists into a (B, S) int64 tensor, S = the longest row (at least 1)."""
+    width = max([1, *(len(r) for r in rows)])
     out = torch.full((len(rows), width), pad_id, dtype=torch.long)
     for i, r in enumerate(rows):
         out[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
@@ -95,12 +99,10 @@ def collate(pairs: Sequence[Pair], pad_id: int, bos_id: int, eos_id: int) -> Bat
     """Stack (src ids, tgt ids) pairs into a right-padded `Batch`."""
     if not pairs:
         raise ValueError("collate got no pairs; a batch needs at least one example")
-    if len({pad_id, bos_id, eos_id}) < 3:
-        raise ValueError(f"pad_id={pad_id}, bos_id={bos_id}, eos_id={eos_id} must all differ; padding would "
-                         "be confused with sentence boundaries (use the tokenizer's ids)")
-    src = _pad([s for s, _ in pairs], pad_id)
-    tgt_in = _pad([[bos_id, *t] for _, t in pairs], pad_id)
-    tgt_out = _pad([[*t, eos_id] for _, t in pairs], pad_id)
+    check_special_ids(pad_id, bos_id, eos_id)
+    src = pad_ids([s for s, _ in pairs], pad_id)
+    tgt_in = pad_ids([[bos_id, *t] for _, t in pairs], pad_id)
+    tgt_out = pad_ids([[*t, eos_id] for _, t in pairs], pad_id)
     return Batch(src, tgt_in, tgt_out, pad_id)
 
 
@@ -186,10 +188,15 @@ class TokenBatchSampler:
 
 
 def batches(pairs: Sequence[Pair], sampler: TokenBatchSampler, pad_id: int, bos_id: int,
-            eos_id: int) -> Iterator[Batch]:
-    """Collated batches in the sampler's order for its current epoch."""
+            eos_id: int, start: int = 0) -> Iterator[Batch]:
+    """Collated batches in the sampler's order for its current epoch, from batch number `start` on.
+
+    `start` skips the epoch's first batches without collating them (resuming in the middle of an epoch).
+    """
     if len(sampler.lengths) != len(pairs):
         raise ValueError(f"The sampler covers {len(sampler.lengths)} examples but {len(pairs)} pairs were "
                          "given; build it with TokenBatchSampler.from_pairs(pairs, ...)")
-    for indices in sampler:
+    if start < 0:
+        raise ValueError(f"start={start} must be >= 0 (the number of the epoch's batches to skip)")
+    for indices in itertools.islice(sampler, start, None):
         yield collate([pairs[i] for i in indices], pad_id, bos_id, eos_id)

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from transformer.config import SPLIT_NAMES
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -100,7 +102,6 @@ SPLITS: dict[str, frozenset[int]] = {
     "test": frozenset({7, 9, 50, 58}),  # Judges, 1 Samuel, Philippians, Hebrews
     "valid": frozenset({8, 32, 57}),  # Ruth, Jonah, Philemon
 }
-_SPLIT_NAMES = ("train", "valid", "test")
 _N_BOOKS = 66
 
 
@@ -207,8 +208,8 @@ def _strip_markup(text: str) -> str:
 
 # --- the Bible --------------------------------------------------------------------------------------
 def _books_clause(split: str) -> tuple[str, tuple[int, ...]]:
-    if split not in _SPLIT_NAMES:
-        raise ValueError(f"Unknown split {split!r}; use one of {list(_SPLIT_NAMES)}")
+    if split not in SPLIT_NAMES:
+        raise ValueError(f"Unknown split {split!r}; use one of {list(SPLIT_NAMES)}")
     if split == "train":
         held_out = tuple(sorted(SPLITS["test"] | SPLITS["valid"]))
         return f"s.bNumber NOT IN ({','.join('?' * len(held_out))})", held_out
@@ -245,7 +246,7 @@ def export_bible(src_code: str, tgt_code: str, out_dir: str | Path) -> dict[str,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
-    for split in _SPLIT_NAMES:
+    for split in SPLIT_NAMES:
         corpus = load_bible(src_code, tgt_code, split)
         for suffix, lines in (("src", corpus.src), ("tgt", corpus.tgt)):
             text = "".join(_SPACE.sub(" ", line) + "\n" for line in lines)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from transformer.config import DataConfig
+from transformer.config import SPLIT_NAMES, DataConfig
 from transformer.data.corpora import ParallelCorpus, filter_pairs, load_bible, read_parallel_files, read_tsv
-
-SPLIT_NAMES = ("train", "valid", "test")
 
 
 def load_split(data: DataConfig, split: str) -> ParallelCorpus | None:

@@ -17,6 +17,8 @@ from typing import Any
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
+from transformer.special_ids import check_special_ids
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["SPECIAL_TOKENS", "Tokenizer", "train_bpe"]
@@ -70,14 +72,10 @@ class Tokenizer:
         self._check_ids_fit()
 
     def _check_ids_fit(self) -> None:
-        ids = {"pad_id": self._pad_id, "bos_id": self._bos_id, "eos_id": self._eos_id}
-        if self._pad_id == self._eos_id:
-            raise ValueError(f"pad_id and eos_id must differ, got {ids}")
         size = min(self.vocab_size, self.target_vocab_size)
-        bad = {name: value for name, value in ids.items() if not 0 <= value < size}
-        if bad:
-            raise ValueError(f"special ids {bad} are outside the tokenizer's vocabulary of {size} tokens; "
-                             "do config.yaml's model.pad_id/bos_id/eos_id belong to this tokenizer?")
+        check_special_ids(self._pad_id, self._bos_id, self._eos_id, size,
+                          vocabulary=f"the tokenizer's vocabulary of {size} tokens",
+                          fix="do config.yaml's model.pad_id/bos_id/eos_id belong to this tokenizer?")
 
     @property
     def hf_tokenizer(self) -> HFTokenizer:

@@ -53,13 +53,13 @@ from transformer.decoding.protocol import (
     banned_index,
     check_min_new_tokens,
     check_source,
-    check_special_ids,
     check_vocab,
     inference,
     length_limits,
     mask_banned_,
 )
 from transformer.nn.masks import padding_mask
+from transformer.special_ids import check_special_ids
 
 logger = logging.getLogger(__name__)
 
@@ -243,6 +243,8 @@ def _step(log_probs: Tensor, beams: _Beams, rules: _Rules, step: int) -> tuple[T
     non_eos_first = torch.argsort((top.indices % vocab == eos).to(torch.uint8), dim=1, stable=True)[:, :k]
     live_values, live_indices = top.values.gather(1, non_eos_first), top.indices.gather(1, non_eos_first)  # (B, K)
     alive = torch.isfinite(live_values)  # (B, K)
+    # NaN (a row whose every allowed logit was -inf) counts as -inf: a dead beam, never a hypothesis.
+    live_values = live_values.masked_fill(~alive, float("-inf"))
     new_tokens = torch.where(alive, live_indices % vocab, rules.pad_id)  # (B, K): dead beams hold PAD
     parents = (torch.arange(n, device=log_probs.device)[:, None] * k + live_indices // vocab).view(-1)
     new_prefixes = torch.cat([beams.tokens[parents], new_tokens.view(-1, 1)], dim=1)  # (B*K, T + 1)

@@ -15,7 +15,6 @@ from transformer.decoding.protocol import (
     banned_index,
     check_min_new_tokens,
     check_source,
-    check_special_ids,
     check_vocab,
     inference,
     length_limits,
@@ -23,6 +22,7 @@ from transformer.decoding.protocol import (
     record_step,
 )
 from transformer.nn.masks import padding_mask
+from transformer.special_ids import check_special_ids
 
 logger = logging.getLogger(__name__)
 

@@ -26,6 +26,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from transformer.special_ids import check_special_ids
+
 
 class DecodeCache(Protocol):
     def reorder(self, index: Tensor) -> DecodeCache: ...
@@ -39,15 +41,6 @@ class Seq2SeqModel(Protocol):
     ) -> tuple[Tensor, DecodeCache]: ...
 
 
-def check_special_ids(pad_id: int, bos_id: int, eos_id: int) -> None:
-    """PAD and EOS must differ; BOS may equal EOS (BART starts decoding with EOS) or PAD (Marian)."""
-    for name, value in (("pad_id", pad_id), ("bos_id", bos_id), ("eos_id", eos_id)):
-        if not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name}={value!r} must be a non-negative token id")
-    if pad_id == eos_id:
-        raise ValueError(f"pad_id={pad_id} equals eos_id={eos_id}; they must be different tokens")
-
-
 def check_source(src: Tensor) -> None:
     if src.dim() != 2:
         raise ValueError(f"src must be token ids of shape (B, S), got shape {tuple(src.shape)}")
@@ -56,9 +49,7 @@ def check_source(src: Tensor) -> None:
 
 
 def check_vocab(vocab_size: int, pad_id: int, bos_id: int, eos_id: int) -> None:
-    for name, value in (("pad_id", pad_id), ("bos_id", bos_id), ("eos_id", eos_id)):
-        if value >= vocab_size:
-            raise ValueError(f"{name}={value} is outside the model's vocabulary of size {vocab_size}")
+    check_special_ids(pad_id, bos_id, eos_id, vocab_size, vocabulary=f"the model's vocabulary of size {vocab_size}")
 
 
 def length_limits(

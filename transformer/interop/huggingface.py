@@ -58,7 +58,7 @@ from transformer.training.checkpoint import apply_weights, atomic_write_text, sa
 logger = logging.getLogger(__name__)
 
 SUPPORTED_MODEL_TYPES = ("marian", "bart")
-ACTIVATIONS = {"relu": "relu", "gelu": "gelu", "swish": "swish", "silu": "swish"}
+HF_ACTIVATIONS = {"relu": "relu", "gelu": "gelu", "swish": "swish", "silu": "swish"}  # HF name -> ours
 # Keys of older configs (converted from fairseq/Marian) that describe variants the HF classes do not build.
 _MUST_BE = {
     "marian": {"normalize_before": False, "add_final_layer_norm": False, "add_bias_logits": False,
@@ -105,8 +105,8 @@ def check_supported(config: dict[str, Any]) -> str:
     unsupported = [f"{key}={config[key]!r} (supported: {expected!r})"
                    for key, expected in _MUST_BE[model_type].items() if key in config and config[key] != expected]
     activation = config.get("activation_function", "gelu")
-    if activation not in ACTIVATIONS:
-        unsupported.append(f"activation_function={activation!r} (supported: {sorted(ACTIVATIONS)})")
+    if activation not in HF_ACTIVATIONS:
+        unsupported.append(f"activation_function={activation!r} (supported: {sorted(HF_ACTIVATIONS)})")
     if not isinstance(config.get("scale_embedding", False), bool):
         unsupported.append(f"scale_embedding={config['scale_embedding']!r} (supported: true or false)")
     if unsupported:
@@ -131,7 +131,7 @@ def model_config_from_hf(config: dict[str, Any], output_bias: bool = False) -> M
         dropout=float(config.get("dropout", 0.1)),
         attention_dropout=float(config.get("attention_dropout", 0.0)),
         activation_dropout=float(config.get("activation_dropout", 0.0)),
-        activation=ACTIVATIONS[config.get("activation_function", "gelu")],
+        activation=HF_ACTIVATIONS[config.get("activation_function", "gelu")],
         norm_first=False,
         max_positions=int(config.get("max_position_embeddings", 1024)),
         scale_embedding=bool(config.get("scale_embedding", False)),

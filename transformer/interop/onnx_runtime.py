@@ -15,9 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from transformer.data.batching import pad_ids
 from transformer.data.tokenizer import Tokenizer
-from transformer.decoding.protocol import banned_ids, check_special_ids, check_vocab, length_limits, record_step
+from transformer.decoding.protocol import banned_ids, check_vocab, length_limits, record_step
 from transformer.interop.onnx import CONFIG_FILE, require
+from transformer.special_ids import check_special_ids
 
 __all__ = ["OnnxSeq2Seq", "onnx_greedy_search", "pad_batch"]
 
@@ -103,12 +105,8 @@ def _check_ids(ids: Any, vocab_size: int, name: str, dims: int) -> np.ndarray:
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> np.ndarray:
-    """Right-pad id lists into a (B, S) int64 array, S >= 1."""
-    width = max([1, *(len(ids) for ids in sequences)])
-    batch = np.full((len(sequences), width), pad_id, dtype=np.int64)
-    for row, ids in enumerate(sequences):
-        batch[row, : len(ids)] = ids
-    return batch
+    """Right-pad id lists into a (B, S) int64 array, S >= 1 (`pad_ids` as numpy, for onnxruntime)."""
+    return pad_ids(sequences, pad_id).numpy()
 
 
 def onnx_greedy_search(

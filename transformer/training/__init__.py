@@ -1,4 +1,4 @@
-"""Training utilities: label-smoothed loss, the section 5.3 schedule, checkpoints."""
+"""Training utilities: label-smoothed loss, the section 5.3 learning rate, checkpoints."""
 
 from transformer.training.checkpoint import (
     apply_weights,
@@ -12,7 +12,13 @@ from transformer.training.checkpoint import (
     unwrap_model,
 )
 from transformer.training.loss import label_smoothed_cross_entropy
-from transformer.training.schedule import cooldown_factor, inverse_sqrt_lr, make_optimizer, make_scheduler
+from transformer.training.schedule import (
+    cooldown_factor,
+    inverse_sqrt_lr,
+    learning_rate,
+    make_optimizer,
+    set_learning_rate,
+)
 
 __all__ = [
     "apply_weights",
@@ -22,11 +28,12 @@ __all__ = [
     "cooldown_factor",
     "inverse_sqrt_lr",
     "label_smoothed_cross_entropy",
+    "learning_rate",
     "load_train_state",
     "load_weights",
     "make_optimizer",
-    "make_scheduler",
     "save_train_state",
     "save_weights",
+    "set_learning_rate",
     "unwrap_model",
 ]

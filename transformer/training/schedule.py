@@ -1,4 +1,9 @@
-"""Adam and the warmup / inverse-square-root learning-rate schedule of section 5.3."""
+"""Adam and the learning rate of section 5.3: warmup, then inverse square root, then an optional cooldown.
+
+The learning rate is one pure function of the update number and of the share of the training budget used,
+``learning_rate(step, budget_used, ...)``; the training loop writes it into the optimizer's param groups
+before each update (``set_learning_rate``), so there is no scheduler state to save or restore.
+"""
 
 from __future__ import annotations
 
@@ -64,6 +69,32 @@ def cooldown_factor(progress: float, fraction: float) -> float:
     return min(1.0, max(0.0, (1.0 - progress) / fraction))
 
 
+def learning_rate(
+    step: int,
+    budget_used: float,
+    *,
+    warmup: int,
+    peak_lr: float | None = None,
+    d_model: int | None = None,
+    scale: float = 1.0,
+    cooldown: float = 0.0,
+) -> float:
+    """Learning rate of update number ``step`` (counted from 1), started with ``budget_used`` of the budget spent.
+
+    ``inverse_sqrt_lr(step, ...)`` (section 5.3: linear warmup over ``warmup`` updates, then 1/sqrt(step)) times
+    ``cooldown_factor(budget_used, cooldown)`` (a linear decay to 0 over the last ``cooldown`` fraction of the
+    budget, counted in updates, minutes or epochs alike). ``cooldown=0`` is the paper's schedule alone.
+    """
+    schedule = inverse_sqrt_lr(step, warmup=warmup, d_model=d_model, peak_lr=peak_lr, scale=scale)
+    return schedule * cooldown_factor(budget_used, cooldown)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Write ``lr`` into every param group of ``optimizer`` (call it before ``optimizer.step()``)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
 def make_optimizer(
     params_or_model: nn.Module | Iterable[torch.Tensor] | Iterable[dict],
     lr: float,
@@ -73,7 +104,7 @@ def make_optimizer(
 ) -> torch.optim.Optimizer:
     """Adam with the paper's settings (beta1=0.9, beta2=0.98, eps=1e-9); AdamW when weight_decay > 0.
 
-    ``lr`` is the constant rate used without a scheduler; ``make_scheduler`` overrides it.
+    ``lr`` is the initial rate of every param group; ``set_learning_rate`` overwrites it before each update.
     """
     if not lr > 0:
         raise ValueError(f"lr={lr} must be positive")
@@ -83,27 +114,3 @@ def make_optimizer(
     if weight_decay > 0:
         return torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
     return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps)
-
-
-def make_scheduler(
-    optimizer: torch.optim.Optimizer,
-    warmup: int,
-    d_model: int | None = None,
-    peak_lr: float | None = None,
-    scale: float = 1.0,
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """A LambdaLR that sets every param group's lr to ``inverse_sqrt_lr`` of the coming update.
-
-    Call ``optimizer.step()`` then ``scheduler.step()`` once per update. Update n (counted from 1) runs
-    with ``inverse_sqrt_lr(n)``: after k calls to ``scheduler.step()`` the groups' lr is
-    ``inverse_sqrt_lr(k + 1)``. The groups' base lr is set to 1.0, so the lambda's value is the lr.
-    """
-    _check_schedule_args(warmup, d_model, peak_lr, scale)
-    for group in optimizer.param_groups:
-        group["lr"] = 1.0
-        group["initial_lr"] = 1.0
-
-    def lr_at(epoch: int) -> float:
-        return inverse_sqrt_lr(epoch + 1, warmup=warmup, d_model=d_model, peak_lr=peak_lr, scale=scale)
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)

@@ -1,5 +1,10 @@
 """The training loop: token-budget batches, label-smoothed loss, Adam + inverse-sqrt warmup, validation,
-best and averaged checkpoints, exact resume. Writes the model directory described in DESIGN.md."""
+best and averaged checkpoints, exact resume.
+
+It writes a model directory: config.yaml (the resolved config), tokenizer.json, model.safetensors (the best
+weights on valid BLEU, or the average of the last checkpoints when that is better), checkpoints/,
+train_state.pt (what --resume needs), metrics.jsonl and loss.png (README.md, "Command line").
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from transformer.config import RunConfig
-from transformer.data.batching import Batch, TokenBatchSampler, collate, encode_corpus
+from transformer.data.batching import Batch, TokenBatchSampler, batches, encode_corpus
 from transformer.data.datasets import load_split
 from transformer.data.tokenizer import Tokenizer, train_bpe
 from transformer.evaluation.metrics import corpus_bleu
@@ -29,8 +34,9 @@ from transformer.training.checkpoint import (
     save_train_state,
     save_weights,
 )
-from transformer.training.loss import label_smoothed_cross_entropy
-from transformer.training.schedule import cooldown_factor, make_optimizer, make_scheduler
+from transformer.training.loss import teacher_forced_loss
+from transformer.training.memory import bound_kernel_caches, release_free_memory
+from transformer.training.schedule import learning_rate, make_optimizer, set_learning_rate
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +67,7 @@ class Trainer:
         self.progress_bar = progress_bar
         self.resume = resume
         self._check_out_dir(config)
+        bound_kernel_caches()  # before the first bf16 matrix product (transformer/training/memory.py)
         train_cfg = config.train
         if train_cfg.threads:
             torch.set_num_threads(train_cfg.threads)
@@ -89,15 +96,12 @@ class Trainer:
 
         self.pairs = encode_corpus(self.train_data, tok, config.data.max_len)
         self.valid_pairs = None if self.valid_data is None else encode_corpus(self.valid_data, tok, config.data.max_len)
-        self.sampler = TokenBatchSampler(
-            [(len(s), len(t)) for s, t in self.pairs], train_cfg.max_tokens, shuffle=True, seed=train_cfg.seed
-        )
+        self.sampler = TokenBatchSampler.from_pairs(self.pairs, train_cfg.max_tokens, shuffle=True, seed=train_cfg.seed)
         self.model: EncoderDecoder = build_model(model_cfg)
         self.optimizer = make_optimizer(
             self.model, train_cfg.lr, train_cfg.betas, train_cfg.adam_eps, train_cfg.weight_decay
         )
-        self.scheduler = make_scheduler(self.optimizer, train_cfg.warmup, peak_lr=train_cfg.lr)
-        self.last_lr = 0.0  # the learning rate of the latest update (schedule x cooldown)
+        self.last_lr = 0.0  # the learning rate of the latest update (see _set_learning_rate)
         self.state = Progress()
         if resume:
             self._load_state()
@@ -124,7 +128,9 @@ class Trainer:
             )
 
     def _load_state(self) -> None:
-        info = load_train_state(self.out / "train_state.pt", self.optimizer, self.scheduler, model=self.model)
+        """Restore weights, optimizer, RNG and progress. The learning rate is a function of the progress, so
+        the "scheduler" entry of a train_state.pt written before that (a LambdaLR's state) is not needed."""
+        info = load_train_state(self.out / "train_state.pt", self.optimizer, None, model=self.model)
         self.state = Progress(**info["extra"]["progress"])
         max_steps = self.config.train.max_steps
         if max_steps is not None and max_steps <= self.state.step:
@@ -155,15 +161,19 @@ class Trainer:
             shares.append((s.epoch + s.next_batch / max(len(self.sampler), 1)) / t.max_epochs)
         return max(shares)
 
+    def _special_ids(self) -> tuple[int, int, int]:
+        """(pad_id, bos_id, eos_id) of the tokenizer, in the order `batches` and `collate` take them."""
+        tok = self.tokenizer
+        return tok.pad_id, tok.bos_id, tok.eos_id
+
     def _micro_batches(self):
         """Yield (index, batches in the epoch, Batch) from where training stopped, epoch after epoch."""
-        tok = self.tokenizer
         while True:  # the caller advances state.epoch and state.next_batch as it consumes batches
             self.sampler.set_epoch(self.state.epoch)
-            order = list(self.sampler)
-            for index in range(self.state.next_batch, len(order)):
-                pairs = [self.pairs[i] for i in order[index]]
-                yield index, len(order), collate(pairs, tok.pad_id, tok.bos_id, tok.eos_id)
+            n_batches, start = len(self.sampler), self.state.next_batch
+            epoch = batches(self.pairs, self.sampler, *self._special_ids(), start=start)
+            for index, batch in enumerate(epoch, start):
+                yield index, n_batches, batch
 
     def train(self) -> Progress:
         t = self.config.train
@@ -204,21 +214,27 @@ class Trainer:
         self._finish()
         return self.state
 
+    def _set_learning_rate(self) -> None:
+        """Write the learning rate of the coming update (number state.step + 1) into every param group."""
+        t = self.config.train
+        self.last_lr = learning_rate(self.state.step + 1, self._budget_used(), warmup=t.warmup, peak_lr=t.lr,
+                                     cooldown=t.cooldown)
+        set_learning_rate(self.optimizer, self.last_lr)
+
     def _update(self, group: list[Batch]) -> float:
         """One optimizer update over the micro-batches of `group` (loss normalized by all their tokens)."""
         t = self.config.train
-        factor = cooldown_factor(self._budget_used(), t.cooldown)
-        for group_lr, param_group in zip(self.scheduler.get_last_lr(), self.optimizer.param_groups, strict=True):
-            param_group["lr"] = group_lr * factor  # the scheduler recomputes its own lr at every step
-        self.last_lr = self.optimizer.param_groups[0]["lr"]
+        self._set_learning_rate()
         total_tokens = sum(b.n_tgt_tokens for b in group)
         total_loss = 0.0
         for batch in group:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.bf16):
-                logits = self.model(batch.src, batch.tgt_in)  # (B, T, V)
-            loss_sum, _ = label_smoothed_cross_entropy(
-                logits, batch.tgt_out, self.tokenizer.pad_id, t.label_smoothing, summed=True
-            )
+                # Decoder states, then the output projection and the loss fused chunk by chunk: the (B, T, V)
+                # logits never exist (docs/PERFORMANCE.md, "Training memory").
+                loss_sum, _ = teacher_forced_loss(
+                    self.model, batch.src, batch.tgt_in, batch.tgt_out, self.tokenizer.pad_id, t.label_smoothing,
+                    summed=True,
+                )
             loss = loss_sum / max(total_tokens, 1)
             if not torch.isfinite(loss):
                 self._non_finite(float(loss.detach()))
@@ -227,31 +243,32 @@ class Trainer:
         if t.clip_norm:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_norm)
         self.optimizer.step()
-        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return total_loss
 
     def _non_finite(self, value: float) -> None:
-        lr = self.optimizer.param_groups[0]["lr"]
+        t = self.config.train
+        remedies = ["a lower train.lr", "a longer train.warmup",
+                    f"a smaller train.clip_norm (now {t.clip_norm})" if t.clip_norm else "train.clip_norm=1.0"]
+        if t.bf16:
+            remedies.append("train.bf16=false (fp32 throughout)")
         raise NonFiniteLossError(
-            f"loss became {value} at step {self.state.step + 1} (learning rate {lr:.3g}); stopped without saving, so "
-            f"the last good checkpoint in {self.out} is intact. Try a lower train.lr, a longer train.warmup, "
-            "train.clip_norm=1.0, or bf16 instead of fp16; then --resume"
+            f"loss became {value} at step {self.state.step + 1} (learning rate {self.last_lr:.3g}); stopped without "
+            f"saving, so the last good checkpoint in {self.out} is intact. Try {', '.join(remedies[:-1])} or "
+            f"{remedies[-1]}; then --resume"
         )
 
     # --- validation and checkpoints ---------------------------------------------------------------
     @torch.no_grad()
     def _valid_loss(self) -> float:
-        tok, t = self.tokenizer, self.config.train
-        pairs = self.valid_pairs
-        sampler = TokenBatchSampler([(len(s), len(g)) for s, g in pairs], t.max_tokens, shuffle=False)
+        t = self.config.train
+        sampler = TokenBatchSampler.from_pairs(self.valid_pairs, t.max_tokens, shuffle=False)
         total, count = 0.0, 0
         self.model.eval()
-        for indices in sampler:
-            batch = collate([pairs[i] for i in indices], tok.pad_id, tok.bos_id, tok.eos_id)
-            logits = self.model(batch.src, batch.tgt_in)
-            loss_sum, n = label_smoothed_cross_entropy(
-                logits, batch.tgt_out, tok.pad_id, t.label_smoothing, summed=True
+        for batch in batches(self.valid_pairs, sampler, *self._special_ids()):
+            loss_sum, n = teacher_forced_loss(
+                self.model, batch.src, batch.tgt_in, batch.tgt_out, self.tokenizer.pad_id, t.label_smoothing,
+                summed=True,
             )
             total, count = total + float(loss_sum), count + n
         self.model.train()
@@ -287,9 +304,10 @@ class Trainer:
             s.best_bleu, s.best_step = record.get("valid_bleu", s.best_bleu), s.step
             save_weights(self.model, self.out / "model.safetensors")
         record["best_step"] = s.best_step
-        save_train_state(self.out / "train_state.pt", optimizer=self.optimizer, scheduler=self.scheduler,
+        save_train_state(self.out / "train_state.pt", optimizer=self.optimizer, scheduler=None,
                          step=s.step, epoch=s.epoch, model=self.model, extra={"progress": vars(s).copy()})
         self._log(record)
+        release_free_memory()  # validation decoding freed tensors of shapes training does not reuse
 
     def _maybe_snapshot(self) -> None:
         s = self.state
