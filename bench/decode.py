@@ -37,6 +37,11 @@ from common import VOCAB, emit_json, init_interop_threads, machine, marian_confi
 
 from transformer.decoding import beam_search, greedy_search  # noqa: E402
 
+try:  # explicit since the core restructuring (#10); before it, packed weights were built on first use
+    from transformer.nn.packed import pack_inference_weights
+except ImportError:  # the code before #10, for A/B runs
+    pack_inference_weights = None
+
 PAD, EOS, START = 0, 1, 0  # Marian: pad 0, </s> 1, decoding starts from the pad token
 NEW_TOKENS, SRC_LEN = 64, 32
 CONFIGS = [(1, 1), (1, 4), (32, 1), (32, 4)]  # (batch, beam)
@@ -191,6 +196,8 @@ def speed_bench(args: argparse.Namespace) -> None:
     hf.generation_config.bad_words_ids = None
     ours = model_from_hf(hf).eval()
     ours_int8 = quantize_int8(ours)
+    if pack_inference_weights is not None:  # as `translate` loads a model (load_model_dir(for_decoding=True))
+        pack_inference_weights(ours)
     # The random model's greedy output is degenerate (one token repeated), so also compare the logits of a
     # teacher-forced pass over a random target: identical weights give identical logits up to rounding.
     src, tgt = sources(2, seed=7), torch.cat([torch.zeros(2, 1, dtype=torch.long), sources(2, seed=8)], dim=1)

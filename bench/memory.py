@@ -3,6 +3,7 @@ and, with --train, a training run of the `small` preset on the demo data against
 
 usage: python bench/memory.py [--quick] [--lengths 1024,2048,4096,8192,16384] [--threads 2]
        python bench/memory.py --train [--steps 100] [--threads 2] [--contenders ours,hf-fp32,...]
+       python bench/memory.py --probe [--steps 60] [--eval-every 30] [--threads 2]
 
 The `small` model's encoder (d_model 256, 4 heads, 3 layers, d_ff 1024) encodes one sequence of T tokens
 (batch 1, fp32, inference mode):
@@ -27,6 +28,12 @@ resident memory once set up (before the first update) and at the end:
 - hf-bf16, hf-fp32: HF MarianMTModel of the same dimensions (bench/common.py) in a plain loop over the same
   batches: forward (under bf16 autocast or in fp32), F.cross_entropy(label_smoothing=0.1), backward, clipping
   to 1.0, torch.optim.Adam; no validation.
+
+--probe: one training run of the demo config in this process (the project's Trainer, --steps updates,
+validation every --eval-every), printing after each phase and every 10 updates the resident memory (VmRSS),
+its peak (VmHWM), glibc's bytes in use and free bytes kept inside its heaps (mallinfo2), the number of glibc
+arenas and the CPU time: where the memory goes. Environment variables such as ONEDNN_PRIMITIVE_CACHE_CAPACITY,
+LRU_CACHE_CAPACITY or MALLOC_ARENA_MAX set before it apply to it.
 """
 
 from __future__ import annotations
@@ -149,12 +156,13 @@ class _RssSampler:
         return self.samples
 
 
-def _train_config(steps: int, threads: int):
+def _train_config(steps: int, threads: int, eval_every: int | None = None):
+    """The demo config for `steps` updates, validated every `eval_every` (default: once, at the end)."""
     from transformer.config import RunConfig
 
     return RunConfig.load(str(TRAIN_CONFIG), [
-        f"train.max_steps={steps}", "train.max_minutes=null", f"train.eval_every={steps}", f"train.threads={threads}",
-        f"train.log_every={max(steps // 5, 1)}",
+        f"train.max_steps={steps}", "train.max_minutes=null", f"train.eval_every={eval_every or steps}",
+        f"train.threads={threads}", f"train.log_every={max(steps // 5, 1)}",
     ])
 
 
@@ -274,6 +282,85 @@ def train_main(args: argparse.Namespace) -> None:
     })
 
 
+def _malloc_stats() -> dict:
+    """glibc's mallinfo2 (bytes in use, free bytes kept in its heaps) and arena count; {} without glibc."""
+    import ctypes
+    import ctypes.util
+    import tempfile
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        fields = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                  "keepcost")
+
+        class MallInfo2(ctypes.Structure):
+            _fields_ = [(name, ctypes.c_size_t) for name in fields]
+
+        libc.mallinfo2.restype = MallInfo2
+        info = libc.mallinfo2()
+        libc.fopen.restype, libc.fopen.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_char_p]
+        libc.fclose.argtypes, libc.malloc_info.argtypes = [ctypes.c_void_p], [ctypes.c_int, ctypes.c_void_p]
+        with tempfile.NamedTemporaryFile(suffix=".xml") as xml:
+            handle = libc.fopen(xml.name.encode(), b"w")
+            libc.malloc_info(0, handle)
+            libc.fclose(handle)
+            arenas = Path(xml.name).read_text().count("<heap nr=")
+    except (OSError, AttributeError):
+        return {}
+    return {"in_use_mb": info.uordblks / MB, "free_in_heaps_mb": info.fordblks / MB, "arenas": arenas}
+
+
+def probe_main(args: argparse.Namespace) -> None:
+    """Phase by phase: where one training run's memory goes (see the module docstring, --probe)."""
+    import tempfile
+
+    started = time.perf_counter()
+    records = []
+
+    def report(phase: str) -> None:
+        record = {"phase": phase, "seconds": round(time.perf_counter() - started, 1),
+                  "cpu_s": round(time.process_time(), 1), "rss_mb": round((_status_kb("VmRSS") or 0) / 1024),
+                  "peak_mb": round((_status_kb("VmHWM") or 0) / 1024),
+                  **{k: round(v) for k, v in _malloc_stats().items()}}
+        records.append(record)
+        print(" ".join(f"{k}={v}" for k, v in record.items()), flush=True)
+
+    report("start")
+    import torch  # noqa: F401
+
+    from transformer.training.trainer import Trainer
+
+    report("imports")
+    config = _train_config(args.steps, args.threads, args.eval_every)
+    originals = {name: getattr(Trainer, name) for name in ("_update", "_valid_bleu", "_evaluate_and_save")}
+
+    def logged_update(self, group):
+        loss = originals["_update"](self, group)
+        if self.state.step % 10 == 9 or self.state.step < 3:  # the caller counts this update after the call
+            report(f"update {self.state.step + 1}")
+        return loss
+
+    def logged_bleu(self):
+        bleu = originals["_valid_bleu"](self)
+        report(f"validated (loss, greedy BLEU) at update {self.state.step}")
+        return bleu
+
+    def logged_evaluate(self):
+        originals["_evaluate_and_save"](self)
+        report("checkpoint saved, free memory released")
+
+    Trainer._update, Trainer._valid_bleu, Trainer._evaluate_and_save = logged_update, logged_bleu, logged_evaluate
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            trainer = Trainer(config, out, progress_bar=False)
+            report("trainer built (corpus, BPE, model, optimizer)")
+            trainer.train()
+    finally:
+        for name, method in originals.items():
+            setattr(Trainer, name, method)
+    emit_json({"probe": records, "steps": args.steps, "eval_every": args.eval_every, "threads": args.threads})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", default="1024,2048,4096,8192,16384")
@@ -282,6 +369,8 @@ def main() -> None:
     parser.add_argument("--train", action="store_true", help="training peak RSS: ours vs the HF peer's loop")
     parser.add_argument("--steps", type=int, default=100, help="--train: updates per contender (default 100)")
     parser.add_argument("--contenders", default=",".join(CONTENDERS), help="--train: comma-separated")
+    parser.add_argument("--probe", action="store_true", help="one training run, memory phase by phase")
+    parser.add_argument("--eval-every", type=int, default=30, help="--probe: validation every N updates")
     parser.add_argument("--child", nargs=2, metavar=("LENGTH", "PATH"), help=argparse.SUPPRESS)
     parser.add_argument("--train-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -293,6 +382,9 @@ def main() -> None:
         return
     if args.train:
         train_main(args)
+        return
+    if args.probe:
+        probe_main(args)
         return
     lengths = [1024, 2048, 4096] if args.quick else [int(n) for n in args.lengths.split(",")]
     print(f"machine: {machine()}; available memory {available_mb():.0f} MB; "

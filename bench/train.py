@@ -2,13 +2,15 @@
 
 usage: python bench/train.py [--quick] [--threads 2,1] [--repeats 7] [--compile] [--profile fp32|bf16]
 
-All three models have the `small` preset's dimensions (vocab 8000, d_model 256, 3+3 layers, 4 heads,
-d_ff 1024, dropout 0.1, tied embeddings). A step is a full training step on a batch of 32 x 32 source and
-32 x 32 target tokens: forward, label-smoothed (0.1) cross-entropy, backward, gradient clipping to 1.0 and
-an Adam step; in fp32 and under bf16 autocast. Steps of all the models are interleaved (one step of each
-in turn, repeated), and each figure is the median of the timed rounds after warm-up. tokens/s counts
-source + target tokens (2,048 a step). MFU is model FLOPs (3 x the forward matrix products) per second
-over the 2048^2 matrix-product peak of the same dtype, measured in this process at the same thread count.
+All three models have the `small` preset's dimensions (vocab 8000, d_model 256, 3+3 layers, 4 heads, d_ff
+1024, dropout 0.1, tied embeddings). A step is a full training step on a batch of 32 x 32 source and 32 x 32
+target tokens: forward, label-smoothed (0.1) cross-entropy, backward, gradient clipping to 1.0 and an Adam
+step; in fp32 and under bf16 autocast. Ours computes its loss as the trainer does (`teacher_forced_loss`: the
+output projection fused with the loss, chunk by chunk; under --compile, and in checkouts before it existed,
+the full logits and `label_smoothed_cross_entropy`). Steps of all the models are interleaved (one step of each
+in turn, repeated), and each figure is the median of the timed rounds after warm-up. tokens/s counts source +
+target tokens (2,048 a step). MFU is model FLOPs (3 x the forward matrix products) per second over the 2048^2
+matrix-product peak of the same dtype, measured in this process at the same thread count.
 The last line is one JSON object.
 """
 
@@ -44,6 +46,11 @@ from common import (  # noqa: E402
 from transformer.config import ModelConfig  # noqa: E402
 from transformer.models import build_model  # noqa: E402
 from transformer.training import label_smoothed_cross_entropy, make_optimizer  # noqa: E402
+
+try:  # the trainer's loss since the core restructuring (#10); before it, the unfused loss on full logits
+    from transformer.training.loss import teacher_forced_loss
+except ImportError:  # the code before #10, for A/B runs (PYTHONPATH=<an old checkout>)
+    teacher_forced_loss = None
 
 BATCH, SRC_LEN, TGT_LEN, PAD = 32, 32, 32, 0
 
@@ -93,12 +100,13 @@ def smoothed_ce(logits: Tensor, target: Tensor) -> Tensor:
 
 
 def make_step(
-    model: nn.Module, forward: Callable, loss_fn: Callable, optimizer: torch.optim.Optimizer, bf16: bool
+    model: nn.Module, loss_of: Callable, optimizer: torch.optim.Optimizer, bf16: bool
 ) -> Callable[[Tensor, Tensor, Tensor], None]:
+    """One training step; ``loss_of(src, tgt_in, tgt_out)`` runs the forward pass and the loss under autocast."""
+
     def step(src: Tensor, tgt_in: Tensor, tgt_out: Tensor) -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = forward(src, tgt_in)
-        loss = loss_fn(logits, tgt_out)
+            loss = loss_of(src, tgt_in, tgt_out)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -115,8 +123,11 @@ def build_contenders(with_compile: bool) -> dict[str, Callable]:
     ours = build_model(ModelConfig.preset("small", src_vocab_size=VOCAB, tgt_vocab_size=VOCAB)).train()
     ours_opt = make_optimizer(ours, 1e-4)
 
-    def ours_loss(logits: Tensor, target: Tensor) -> Tensor:
-        return label_smoothed_cross_entropy(logits, target, PAD, 0.1)[0]
+    def ours_loss_of(model: nn.Module, fused: bool = teacher_forced_loss is not None) -> Callable:
+        """The trainer's loss: the fused output projection + label smoothing (the full logits before #10)."""
+        if fused:
+            return lambda src, tgt_in, tgt_out: teacher_forced_loss(model, src, tgt_in, tgt_out, PAD, 0.1)[0]
+        return lambda src, tgt_in, tgt_out: label_smoothed_cross_entropy(model(src, tgt_in), tgt_out, PAD, 0.1)[0]
 
     torch_model = TorchTransformer().train()
     torch_opt = torch.optim.Adam(torch_model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
@@ -126,14 +137,17 @@ def build_contenders(with_compile: bool) -> dict[str, Callable]:
     def hf_forward(src: Tensor, tgt: Tensor) -> Tensor:
         return hf(input_ids=src, attention_mask=(src != PAD).long(), decoder_input_ids=tgt).logits
 
+    def peer_loss_of(forward: Callable) -> Callable:
+        return lambda src, tgt_in, tgt_out: smoothed_ce(forward(src, tgt_in), tgt_out)
+
     steps = {}
     for mode, bf16 in (("fp32", False), ("bf16", True)):
-        steps[("ours", mode)] = make_step(ours, ours, ours_loss, ours_opt, bf16)
-        steps[("torch.nn", mode)] = make_step(torch_model, torch_model, smoothed_ce, torch_opt, bf16)
-        steps[("hf-marian", mode)] = make_step(hf, hf_forward, smoothed_ce, hf_opt, bf16)
+        steps[("ours", mode)] = make_step(ours, ours_loss_of(ours), ours_opt, bf16)
+        steps[("torch.nn", mode)] = make_step(torch_model, peer_loss_of(torch_model), torch_opt, bf16)
+        steps[("hf-marian", mode)] = make_step(hf, peer_loss_of(hf_forward), hf_opt, bf16)
     if with_compile:
-        compiled = torch.compile(ours)
-        steps[("ours", "bf16+compile")] = make_step(ours, compiled, ours_loss, ours_opt, True)
+        compiled = ours_loss_of(torch.compile(ours), fused=False)
+        steps[("ours", "bf16+compile")] = make_step(ours, compiled, ours_opt, True)
     return steps
 
 

@@ -1,19 +1,18 @@
-"""Bounded memory for long CPU training runs: oneDNN's kernel caches and the C allocator's free pages.
+"""Bounded memory for long CPU training runs: the capacity of oneDNN's kernel caches, and the C allocator's
+free pages.
 
-Two process-wide settings, applied explicitly by `transformer train` at start-up (measured in
-docs/PERFORMANCE.md, "Training memory"):
+Under bf16 autocast on the CPU every matrix product runs as a oneDNN primitive, compiled for its exact shapes
+and cached twice, in oneDNN's primitive cache and in ideep's LRU cache (PyTorch's oneDNN wrapper), 1,024
+entries each by default. Token-budget batches change shape at almost every update, so each update adds new
+entries: the `small` model's training grew by ~8 MB an update, and the cached entries, allocated between the
+tensors of the updates, kept the memory freed around them inside the allocator (fragmentation): 3.8 GB
+resident after 300 updates of the demo config, 1.46 GB with the caches bounded (docs/PERFORMANCE.md,
+"Training memory"). The trainer therefore calls ``bound_kernel_caches`` first.
 
-- ``bound_kernel_caches``: under bf16 autocast on the CPU, every matrix product runs as a oneDNN primitive,
-  and each new shape (batch x length changes with almost every token-budget batch) compiles and caches a
-  new one, in oneDNN's primitive cache and in ideep's LRU cache (1,024 entries each by default, about 0.3 MB
-  an entry). A training run's resident memory then grows by ~8 MB a step for the first thousand steps or
-  so, and the cached entries, allocated between the tensors of the steps, keep the freed memory around
-  them from being reused or returned (fragmentation). A step of one shape uses ~21 distinct primitives, so
-  a capacity of 32 keeps every reuse within a step (and the fused loss's fixed chunk shapes across steps).
-- ``release_free_memory``: glibc keeps freed memory inside its heaps; ``malloc_trim(0)`` returns the free
-  pages to the system. Called after validation, which allocates tensors of other shapes than training.
-
-Both are no-ops where they do not apply (no glibc; a capacity the user already set in the environment).
+After each validation it also calls ``release_free_memory`` (glibc's ``malloc_trim(0)``): the memory freed by
+the updates and by validation stays resident inside glibc's heaps (about 700 MB for the demo config), and
+trimming returns it to the system until the next update needs it again. That lowers the memory the run
+holds between updates, not its peak.
 """
 
 from __future__ import annotations
@@ -25,61 +24,45 @@ import os
 
 logger = logging.getLogger(__name__)
 
-# Entries per cache: more than the ~21 distinct matrix-product primitives of one training step of the
-# encoder-decoder under bf16 autocast (counted with ONEDNN_VERBOSE=1), so nothing is rebuilt within a step.
+# Entries per cache: more than the ~21 distinct matrix-product primitives of one update of the encoder-decoder
+# under bf16 autocast (counted with ONEDNN_VERBOSE=1) and the fused loss's few fixed chunk shapes, so nothing
+# is rebuilt within an update. Measured CPU time per update: the same with 16 or 32 entries as with 1,024, a
+# third more with no cache.
 KERNEL_CACHE_CAPACITY = 32
 
-# oneDNN reads its capacity from ONEDNN_PRIMITIVE_CACHE_CAPACITY; ideep (PyTorch's oneDNN wrapper) from
-# LRU_CACHE_CAPACITY. Both are read once, when the first primitive is created in the process.
-_CACHE_VARIABLES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
+# oneDNN reads its capacity from ONEDNN_PRIMITIVE_CACHE_CAPACITY; ideep from LRU_CACHE_CAPACITY. Each is read
+# once per process, when its cache is first used (the first bf16 matrix product).
+CACHE_VARIABLES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
 
 
 def bound_kernel_caches(capacity: int = KERNEL_CACHE_CAPACITY) -> dict[str, str]:
-    """Cap oneDNN's and ideep's kernel caches at ``capacity`` entries, unless the environment sets them.
+    """Cap oneDNN's and ideep's kernel caches at ``capacity`` entries each, unless the environment sets them.
 
-    Call it before the process's first bf16 matrix product (the caches read their capacity once, at their
-    first use); later calls change nothing. A value already in the environment is kept, so a user can
-    choose another. Returns the values in effect. ``capacity`` must be at least 1: LRU_CACHE_CAPACITY=0
-    crashes the process (torch 2.13) at its first bf16 product.
+    A process-wide setting, through the two environment variables of ``CACHE_VARIABLES``: call it before the
+    process's first bf16 matrix product (later calls change nothing that is already read). A value already in
+    the environment is kept, so a user can choose another (1024 restores the libraries' default). Returns
+    the values in effect. ``capacity`` must be at least 1: LRU_CACHE_CAPACITY=0 crashes torch 2.13 at its
+    first bf16 product.
     """
     if capacity < 1:
         raise ValueError(f"kernel cache capacity={capacity} must be at least 1 (LRU_CACHE_CAPACITY=0 crashes torch)")
-    settings = {}
-    for name in _CACHE_VARIABLES:
-        settings[name] = os.environ.setdefault(name, str(capacity))
-    logger.debug("kernel caches: %s", settings)
+    settings = {name: os.environ.setdefault(name, str(capacity)) for name in CACHE_VARIABLES}
+    logger.debug("kernel cache capacities: %s", settings)
     return settings
 
 
-def _libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        libc = ctypes.CDLL(name)
-    except OSError:
-        return None
-    return libc if hasattr(libc, "malloc_trim") else None  # glibc only (not musl, macOS, Windows)
-
-
 def release_free_memory() -> bool:
-    """Return the C allocator's free pages to the system (glibc ``malloc_trim(0)``). False without glibc.
+    """Return the free pages inside the C allocator's heaps to the system (glibc ``malloc_trim(0)``).
 
-    Only memory that is already free is released: tensors in use are untouched, and pages released here are
-    mapped again (zero-filled) when the allocator reuses them.
+    Only memory already freed is released; pages are mapped again, zero-filled, when the allocator reuses
+    them. Returns False where there is no glibc (musl, macOS, Windows), doing nothing.
     """
-    libc = _libc()
-    if libc is None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        libc = None
+    if libc is None or not hasattr(libc, "malloc_trim"):
         return False
     libc.malloc_trim(0)
     return True
-
-
-def resident_mb() -> tuple[float, float] | None:
-    """(current, peak) resident memory of this process in MB from /proc/self/status; None off Linux."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            fields = dict(line.split(":", 1) for line in status if ":" in line)
-        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-    except (OSError, KeyError, ValueError):
-        return None
