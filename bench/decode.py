@@ -2,7 +2,8 @@
 
 usage: python bench/decode.py [--quick] [--threads 1,2] [--repeats 5]
        python bench/decode.py --model runs/NAME [--limit N]     (int8 BLEU change on the model's test split)
-       python bench/decode.py --profile [--threads 1]            (torch.profiler tables, batch-1 greedy)
+       python bench/decode.py --profile [--threads 1]            (torch.profiler tables: b1 greedy, b32 beam 4)
+       python bench/decode.py --kernels [--threads 1]            (MKL vs oneDNN linear products by rows)
 
 A random-weight Hugging Face MarianMTModel (seed 0; vocab 8000, d_model 256, 3+3 layers, 4 heads, d_ff 1024)
 is converted with `transformer.interop.huggingface.model_from_hf`, so both run the same weights; CTranslate2
@@ -307,8 +308,8 @@ def bleu_bench(args: argparse.Namespace) -> None:
     emit_json(figures)
 
 
-def profile_greedy(threads: int) -> None:
-    """torch.profiler's top ops of our batch-1 greedy decoding and of HF generate (64 tokens each)."""
+def profile_search(threads: int, batch: int, beam: int) -> None:
+    """torch.profiler's top ops of our decoding (packed, as `translate` runs) and of HF generate, 64 tokens."""
     from torch.profiler import ProfilerActivity, profile
     from transformers import MarianMTModel
 
@@ -317,15 +318,50 @@ def profile_greedy(threads: int) -> None:
     set_threads(threads)
     torch.manual_seed(0)
     hf = MarianMTModel(marian_config()).eval()
-    engines = {"ours": our_engine(model_from_hf(hf).eval()), "hf": hf_engine(hf)}
-    src = sources(1, seed=1001)
+    ours = model_from_hf(hf).eval()
+    if pack_inference_weights is not None:
+        pack_inference_weights(ours)
+    engines = {"ours": our_engine(ours), "hf": hf_engine(hf)}
+    src = sources(batch, seed=1001)
     for name, run in engines.items():
-        for _ in range(3):
-            run(src, 1)
+        for _ in range(2):
+            run(src, beam)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            run(src, 1)
-        print(f"\n{name}, batch 1 greedy, 64 tokens, {threads} thread(s):")
+            run(src, beam)
+        print(f"\n{name}, batch {batch} beam {beam}, 64 tokens, {threads} thread(s):")
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=16))
+
+
+def linear_kernels(threads: int, repeats: int) -> None:
+    """ms per product of the decoder's linear shapes by rows: MKL on (in, out) weights vs oneDNN's reordered
+    weights (the two kernels of transformer/nn/packed.py)."""
+    from transformer.nn.packed import pack_linears
+
+    set_threads(threads)
+    shapes = {"qkv 256->768": (256, 768), "out 256->256": (256, 256), "ffn 256->1024": (256, 1024),
+              "ffn 1024->256": (1024, 256), "vocab 256->8000": (256, VOCAB)}
+    rows_list = (1, 4, 8, 16, 32, 64, 128)
+    print(f"{threads} thread(s), ms per product, median of {repeats} x 20 calls: mkl / onednn (ratio)")
+    print(f"{'shape':<18}" + "".join(f"{f'N={n}':>22}" for n in rows_list))
+    for name, (n_in, n_out) in shapes.items():
+        packed = pack_linears((nn.Linear(n_in, n_out),), onednn=True)
+        mkl = packed._replace(onednn_weight=None)
+        cells = []
+        for n in rows_list:
+            x = torch.randn(n, n_in)
+            ms = {}
+            with torch.inference_mode():
+                for label, fn in (("mkl", mkl), ("onednn", packed)):
+                    fn(x)
+                    runs = []
+                    for _ in range(repeats):
+                        started = time.perf_counter()
+                        for _ in range(20):
+                            fn(x)
+                        runs.append((time.perf_counter() - started) / 20 * 1000)
+                    ms[label] = statistics.median(runs)
+            cells.append(f"{ms['mkl']:.3f}/{ms['onednn']:.3f} ({ms['mkl'] / ms['onednn']:.2f}x)")
+        print(f"{name:<18}" + "".join(f"{c:>22}" for c in cells))
 
 
 def main() -> None:
@@ -335,13 +371,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 thread, 3 runs")
     parser.add_argument("--model", type=Path, help="a trained model directory: int8 vs fp32 BLEU on its test split")
     parser.add_argument("--limit", type=int, help="with --model: only the first N test segments")
-    parser.add_argument("--profile", action="store_true", help="torch.profiler tables of batch-1 greedy instead")
+    parser.add_argument("--profile", action="store_true",
+                        help="torch.profiler tables of batch-1 greedy and batch-32 beam-4 instead")
+    parser.add_argument("--kernels", action="store_true", help="MKL vs oneDNN linear products by rows instead")
     args = parser.parse_args()
     init_interop_threads()
     if args.quick:
         args.threads, args.repeats = "1", 3
     if args.profile:
-        profile_greedy(int(args.threads.split(",")[0]))
+        profile_search(int(args.threads.split(",")[0]), batch=1, beam=1)
+        profile_search(int(args.threads.split(",")[0]), batch=32, beam=4)
+    elif args.kernels:
+        linear_kernels(int(args.threads.split(",")[0]), args.repeats)
     elif args.model is not None:
         bleu_bench(args)
     else:

@@ -1,6 +1,6 @@
 import pytest
 
-from transformer.config import ModelConfig, TrainConfig, apply_overrides, model_config_from_dict
+from transformer.config import DataConfig, ModelConfig, TrainConfig, apply_overrides, model_config_from_dict
 
 
 def test_presets_are_table_3_and_validate():
@@ -44,6 +44,12 @@ def test_overrides_parse_yaml_values_into_nested_sections():
 def test_cooldown_outside_zero_one_names_the_value():
     with pytest.raises(ValueError, match=r"train.cooldown=1.5 must be in \[0, 1\]"):
         TrainConfig(max_steps=10, cooldown=1.5)
+
+
+def test_split_han_must_be_a_yes_or_no():
+    assert DataConfig(split_han=True).split_han is True
+    with pytest.raises(ValueError, match=r"data.split_han='yes please': use true or false"):
+        DataConfig(split_han="yes please")
 
 
 def test_bos_may_equal_pad_or_eos_and_position_offset_needs_learned_positions():

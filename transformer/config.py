@@ -206,6 +206,7 @@ class DataConfig:
     vocab_size: int = 8000
     min_frequency: int = 2
     max_len: int = 256  # pairs with a side longer than this many tokens are dropped from training
+    split_han: bool = False  # each Han character its own pre-token before BPE (train_bpe)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "src", str(self.src))  # YAML reads the Bible code 2 as a number
@@ -217,6 +218,7 @@ class DataConfig:
                    "data.corpus='files' needs data.train_src and data.train_tgt (one segment a line)")
         if self.corpus == "tsv":
             _check(bool(self.train_tsv), "data.corpus='tsv' needs data.train_tsv (source<TAB>target a line)")
+        _check(isinstance(self.split_han, bool), f"data.split_han={self.split_han!r}: use true or false")
         _check(self.vocab_size > 0 and self.max_len > 0 and self.min_frequency > 0,
                f"data.vocab_size={self.vocab_size}, data.max_len={self.max_len} and "
                f"data.min_frequency={self.min_frequency} must be positive")

@@ -1,4 +1,5 @@
 import json
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,19 @@ def test_explicit_special_ids_target_file_and_source_specials(tok: Tokenizer, tm
         Tokenizer(HFTokenizer.from_str(source.to_str().replace('"<pad>"', '"<nopad>"')))
     with pytest.raises(ValueError, match=r"eos_id=9999 is outside the tokenizer's vocabulary"):
         Tokenizer(source, pad_id=0, bos_id=1, eos_id=9999)
+
+
+def test_split_han_keeps_merges_inside_one_han_character() -> None:
+    chinese = ["起初， 神创造天地。", "地是空虚混沌，渊面黑暗； 神的灵运行在水面上。", "神说：“要有光。”就有了光。"]
+    plain, split = (train_bpe((SAMPLE + chinese) * 20, vocab_size=VOCAB, split_han=flag) for flag in (False, True))
+    text = "神创造天地 In the beginning 神说：“要有光。”"
+
+    def han_per_token(tok: Tokenizer) -> list[int]:  # Han characters (unicodedata: CJK UNIFIED IDEOGRAPH) per token
+        return [sum(unicodedata.name(c, "").startswith("CJK UNIFIED") for c in tok.decode([i]))
+                for i in tok.encode(text)]
+
+    assert max(han_per_token(plain)) > 1  # without it, frequent runs of characters merge into one token
+    assert max(han_per_token(split)) == 1
+    assert split.decode(split.encode(text)) == text
+    latin = "In the beginning, Gott schuf: В начале."  # text without Han is pre-tokenized as before
+    assert split.hf_tokenizer.pre_tokenizer.pre_tokenize_str(latin) == plain.hf_tokenizer.pre_tokenizer.pre_tokenize_str(latin)

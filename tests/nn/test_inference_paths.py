@@ -19,6 +19,7 @@ from transformer.nn import (
 )
 from transformer.nn.attention_kernels import grouped_attention
 from transformer.nn.dropout import Dropout
+from transformer.nn.packed import ONEDNN_MIN_ROWS, onednn_available, pack_linears
 
 D, H = 32, 4
 
@@ -223,3 +224,33 @@ def test_beam_sharing_of_the_memory_is_switched_on_by_set_beam_size():
         assert cross.beams == 3 and cross.k.size(0) == 2 and self_cache.k.size(0) == 6
         cache.reset()
         assert cache.length == 0 and cross.k is None and cross.beams == 1
+
+
+@pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN linear")
+@pytest.mark.parametrize("rows", [1, ONEDNN_MIN_ROWS - 1, ONEDNN_MIN_ROWS, 130])
+@pytest.mark.parametrize("bias", [True, False])
+def test_packed_linear_equals_torch_linear_on_both_kernels(rows, bias):
+    torch.manual_seed(rows)
+    layers = (nn.Linear(24, 40, bias=bias), nn.Linear(24, 8, bias=bias))
+    packed = pack_linears(layers)
+    assert packed.onednn_weight is not None
+    x = torch.randn(rows, 3, 24)[:, 1]  # not contiguous
+    with torch.inference_mode():
+        expected = torch.cat([nn.functional.linear(x, m.weight, m.bias) for m in layers], dim=-1)
+        assert_close(packed(x), expected, atol=1e-5, rtol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast decides the dtype, as for nn.Linear
+            assert packed(x).dtype == layers[0](x).dtype == torch.bfloat16
+
+
+def test_beam_search_over_many_rows_on_a_packed_model_equals_the_plain_one():
+    torch.manual_seed(3)
+    model = _tiny()
+    src = torch.randint(3, 20, (12, 6))  # 12 x 3 beams: products of 36 rows, past ONEDNN_MIN_ROWS
+    src[5, 3:] = 0
+    ids = dict(pad_id=0, bos_id=1, eos_id=2, max_new_tokens=8)
+    plain = [[(h.tokens, h.score) for h in hyps] for hyps in beam_search(model, src, **ids, beam_size=3, n_best=3)]
+    pack_inference_weights(model)
+    packed = [[(h.tokens, h.score) for h in hyps] for hyps in beam_search(model, src, **ids, beam_size=3, n_best=3)]
+    assert [[t for t, _ in hyps] for hyps in packed] == [[t for t, _ in hyps] for hyps in plain]
+    assert_close(torch.tensor([[s for _, s in h] for h in packed]), torch.tensor([[s for _, s in h] for h in plain]),
+                 atol=1e-5, rtol=1e-5)

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tokenizers import Regex
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
@@ -199,8 +200,16 @@ def _check_our_specials(hf_tokenizer: HFTokenizer) -> None:
             )
 
 
-def train_bpe(texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2) -> Tokenizer:
-    """Train a byte-level BPE on `texts` (for a joint vocabulary pass sources and targets together)."""
+def train_bpe(
+    texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2, split_han: bool = False
+) -> Tokenizer:
+    """Train a byte-level BPE on `texts` (for a joint vocabulary pass sources and targets together).
+
+    The pre-tokenizer splits at spaces and punctuation (GPT-2's pattern), so in a script written without
+    spaces a whole clause is one pre-token that the merges cut up by frequency alone. `split_han` makes each
+    Han character (Chinese, and the kanji of Japanese) a pre-token of its own first, as BERT's tokenizer does:
+    merges then build characters from their bytes but never cross them. Decoding is exact either way.
+    """
     minimum = _N_BYTES + len(SPECIAL_TOKENS)
     if vocab_size <= minimum:
         raise ValueError(
@@ -210,7 +219,9 @@ def train_bpe(texts: Iterable[str], vocab_size: int = 8000, min_frequency: int =
     if min_frequency < 1:
         raise ValueError(f"min_frequency={min_frequency} must be at least 1")
     hf = HFTokenizer(models.BPE(unk_token="<unk>"))
-    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    hf.pre_tokenizer = byte_level if not split_han else pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(r"\p{Han}"), behavior="isolated"), byte_level])
     hf.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

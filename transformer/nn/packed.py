@@ -1,12 +1,14 @@
 """Packed inference weights: one explicit step after a model is loaded for decoding (as fairseq's
 `make_generation_fast_`), never during training.
 
-`pack_inference_weights(model)` gives every module that declares `PACKS` (multi-head attention, the
-feed-forward, the output projection) copies of its linear weights concatenated along the outputs and
-transposed to (in, out): Q, K and V of self-attention become one product, K and V of the memory another, and
-a product of a few rows (a decoding step) reads the (in, out) layout faster than F.linear's (out, in) one
-(figures in docs/PERFORMANCE.md). The copies are plain tensors outside the state_dict, built once and only
-read afterwards, so concurrent searches can share them.
+`pack_inference_weights(model)` gives every module that declares `PACKS` (multi-head attention, the feed-
+forward, the output projection) copies of its linear weights concatenated along the outputs and transposed to
+(in, out): Q, K and V of self-attention become one product, K and V of the memory another, and a product of a
+few rows (a decoding step) reads the (in, out) layout faster than F.linear's (out, in) one. Products of many
+rows (beam search over a batch) go through oneDNN instead, when the build has it, with the weights reordered
+once into its blocked layout: its fp32 kernels ran ~2x MKL's on the decoder's shapes on the AMD CPU of
+docs/PERFORMANCE.md, where MKL takes its AVX2 path. The copies are plain tensors outside the state_dict, built
+once and only read afterwards, so concurrent searches can share them.
 
 A module uses its packed weights only without autograd, and only while the linear layers they were built
 from are still its own (a quantized or replaced layer is called as a module). `model.train()` and
@@ -23,6 +25,9 @@ from typing import ClassVar, NamedTuple
 import torch
 from torch import Tensor, nn
 
+# Products of at least this many rows use the oneDNN-reordered weights (measured: docs/PERFORMANCE.md).
+ONEDNN_MIN_ROWS = 16
+
 
 class PackedLinear(NamedTuple):
     """The linear layers `sources` as one product: x @ weight_t + bias."""
@@ -30,19 +35,41 @@ class PackedLinear(NamedTuple):
     weight_t: Tensor  # (I, O), the layers' weights concatenated along the outputs, transposed
     bias: Tensor | None  # (O,)
     sources: tuple[nn.Linear, ...]
+    onednn_weight: Tensor | None = None  # the same (O, I) weights in oneDNN's blocked layout (opaque)
 
     def __call__(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, x.size(-1))  # (N, I)
-        out = torch.mm(rows, self.weight_t) if self.bias is None else torch.addmm(self.bias, rows, self.weight_t)
+        if self.onednn_weight is not None and rows.size(0) >= ONEDNN_MIN_ROWS and _onednn_applies(rows):
+            out = torch.ops.mkldnn._linear_pointwise(rows.contiguous(), self.onednn_weight, self.bias, "none", [], "")
+        elif self.bias is None:
+            out = torch.mm(rows, self.weight_t)
+        else:
+            out = torch.addmm(self.bias, rows, self.weight_t)
         return out.view(*x.shape[:-1], self.weight_t.size(1))  # (..., O)
 
 
-def pack_linears(linears: tuple[nn.Linear, ...]) -> PackedLinear:
+def pack_linears(linears: tuple[nn.Linear, ...], onednn: bool | None = None) -> PackedLinear:
+    """One PackedLinear of `linears`; `onednn` (default: where the build and the weights allow it) adds the
+    oneDNN layout."""
     with torch.no_grad():
-        weight_t = torch.cat([m.weight for m in linears]).t().contiguous()  # (I, O)
+        weight = torch.cat([m.weight for m in linears])  # (O, I)
         biases = [m.bias for m in linears]
         bias = None if any(b is None for b in biases) else torch.cat(biases)  # (O,)
-    return PackedLinear(weight_t, bias, linears)
+        if onednn is None:
+            onednn = onednn_available() and _onednn_applies(weight)
+        onednn_weight = torch.ops.mkldnn._reorder_linear_weight(weight, 128) if onednn else None
+    return PackedLinear(weight.t().contiguous(), bias, linears, onednn_weight)
+
+
+def onednn_available() -> bool:
+    """Whether this torch build has oneDNN's linear with reordered weights (x86 and ARM CPU builds do)."""
+    return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+def _onednn_applies(x: Tensor) -> bool:
+    """fp32 on the CPU with autocast off: the reordered weights are fp32 and oneDNN's op ignores autocast."""
+    return x.dtype == torch.float32 and x.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
 
 
 class Packable(nn.Module):

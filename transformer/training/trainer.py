@@ -83,7 +83,8 @@ class Trainer:
         else:
             logger.info("training a BPE vocabulary of %d on %d pairs", config.data.vocab_size, len(self.train_data))
             self.tokenizer = train_bpe(
-                self.train_data.src + self.train_data.tgt, config.data.vocab_size, config.data.min_frequency
+                self.train_data.src + self.train_data.tgt, config.data.vocab_size, config.data.min_frequency,
+                split_han=config.data.split_han,
             )
             self.tokenizer.save(tokenizer_path)
         tok = self.tokenizer
