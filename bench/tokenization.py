@@ -1,6 +1,7 @@
 """How a joint byte-level BPE treats each source language of the Bible corpus, paired with English.
 
 usage: python bench/tokenization.py [--sources e,r,c] [--target 2] [--vocab 8000,16000] [--max-len 256]
+                                   [--no-split-han]
        python bench/tokenization.py --lengths [--sources e,r,c,k] [--books 9,20]
 
 For each source and vocabulary size, a joint BPE is trained on the training split's sources and targets
@@ -35,9 +36,9 @@ from transformer.data.corpora import bible_db_path, clean_verse, load_bible  # n
 from transformer.data.tokenizer import train_bpe  # noqa: E402
 
 
-def tokenization_figures(source: str, target: str, vocab_size: int, max_len: int) -> dict:
+def tokenization_figures(source: str, target: str, vocab_size: int, max_len: int, split_han: bool) -> dict:
     train, test = load_bible(source, target, "train"), load_bible(source, target, "test")
-    tokenizer = train_bpe(list(train.src) + list(train.tgt), vocab_size=vocab_size)
+    tokenizer = train_bpe(list(train.src) + list(train.tgt), vocab_size=vocab_size, split_han=split_han)
     byte_level = decoders.ByteLevel()
     vocabulary = tokenizer.hf_tokenizer.get_vocab()
     non_ascii = sum(1 for token in vocabulary if any(ord(c) >= 128 for c in byte_level.decode([token])))
@@ -47,7 +48,8 @@ def tokenization_figures(source: str, target: str, vocab_size: int, max_len: int
     train_src = [len(ids) for ids in tokenizer.encode_batch(list(train.src))]
     train_tgt = [len(ids) for ids in tokenizer.encode_batch(list(train.tgt))]
     return {
-        "source": source, "vocab": vocab_size, "non_ascii_tokens": non_ascii, "vocab_entries": len(vocabulary),
+        "source": source, "split_han": split_han,
+        "vocab": vocab_size, "non_ascii_tokens": non_ascii, "vocab_entries": len(vocabulary),
         "src_tokens_per_verse": round(statistics.mean(src), 1), "tgt_tokens_per_verse": round(statistics.mean(tgt), 1),
         "src_tokens_per_word": round(sum(src) / max(words, 1), 2),
         "train_pairs_over_max_len": sum(1 for s, t in zip(train_src, train_tgt, strict=True) if max(s, t) > max_len),
@@ -93,6 +95,7 @@ def main() -> None:
     parser.add_argument("--target", default="2", help="target corpus code (default 2, King James 2000)")
     parser.add_argument("--vocab", default="8000", help="comma-separated vocabulary sizes (default 8000)")
     parser.add_argument("--max-len", type=int, default=256, help="the config's data.max_len (default 256)")
+    parser.add_argument("--no-split-han", action="store_true", help="BPE without data.split_han (the old default)")
     parser.add_argument("--lengths", action="store_true", help="verse-length agreement with the target instead")
     parser.add_argument("--books", default="9,20", help="with --lengths: database book numbers (default 9,20)")
     args = parser.parse_args()
@@ -105,7 +108,7 @@ def main() -> None:
         return
     for vocab_size in (int(v) for v in args.vocab.split(",")):
         for source in args.sources.split(","):
-            row = tokenization_figures(source, args.target, vocab_size, args.max_len)
+            row = tokenization_figures(source, args.target, vocab_size, args.max_len, not args.no_split_han)
             rows.append(row)
             print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
     emit_json({"rows": rows})

@@ -206,7 +206,7 @@ class DataConfig:
     vocab_size: int = 8000
     min_frequency: int = 2
     max_len: int = 256  # pairs with a side longer than this many tokens are dropped from training
-    split_han: bool = False  # each Han character its own pre-token before BPE (train_bpe)
+    split_han: bool = True  # each Han character its own pre-token before BPE (train_bpe; docs/RESULTS.md)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "src", str(self.src))  # YAML reads the Bible code 2 as a number

@@ -82,6 +82,27 @@ def test_optimizer_settings():
     assert type(adamw) is torch.optim.AdamW and adamw.defaults["weight_decay"] == 0.01
 
 
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_fused_optimizer_makes_the_updates_of_torchs_default_one(weight_decay):
+    torch.manual_seed(0)
+    ours_params = [nn.Parameter(torch.randn(5, 3)), nn.Parameter(torch.randn(4))]
+    ref_params = [nn.Parameter(p.detach().clone()) for p in ours_params]
+    groups = [{"params": (p for p in ours_params)}]  # a group given as a generator is read once
+    ours = make_optimizer(groups, lr=1e-2, weight_decay=weight_decay)
+    assert ours.defaults["fused"] is True
+    ref_type = torch.optim.AdamW if weight_decay else torch.optim.Adam
+    ref = ref_type(ref_params, lr=1e-2, betas=(0.9, 0.98), eps=1e-9, weight_decay=weight_decay, foreach=False)
+    for _ in range(20):  # the same gradients for both, so that rounding cannot compound through the loss
+        for a, b in zip(ours_params, ref_params, strict=True):
+            a.grad = torch.randn_like(a)
+            b.grad = a.grad.clone()
+        ours.step()
+        ref.step()
+    for a, b in zip(ours_params, ref_params, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -14,9 +14,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tokenizers import Regex
+from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from transformer.special_ids import check_special_ids
 
@@ -201,14 +200,15 @@ def _check_our_specials(hf_tokenizer: HFTokenizer) -> None:
 
 
 def train_bpe(
-    texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2, split_han: bool = False
+    texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2, split_han: bool = True
 ) -> Tokenizer:
     """Train a byte-level BPE on `texts` (for a joint vocabulary pass sources and targets together).
 
     The pre-tokenizer splits at spaces and punctuation (GPT-2's pattern), so in a script written without
-    spaces a whole clause is one pre-token that the merges cut up by frequency alone. `split_han` makes each
-    Han character (Chinese, and the kanji of Japanese) a pre-token of its own first, as BERT's tokenizer does:
-    merges then build characters from their bytes but never cross them. Decoding is exact either way.
+    spaces a whole clause is one pre-token that the merges cut up by frequency alone. `split_han` (the
+    default) makes each Han character (Chinese, and the kanji of Japanese) a pre-token of its own first, as
+    BERT's tokenizer does: merges then build characters from their bytes but never cross them (Chinese →
+    English: docs/RESULTS.md). Decoding is exact either way.
     """
     minimum = _N_BYTES + len(SPECIAL_TOKENS)
     if vocab_size <= minimum:

@@ -105,12 +105,30 @@ def make_optimizer(
     """Adam with the paper's settings (beta1=0.9, beta2=0.98, eps=1e-9); AdamW when weight_decay > 0.
 
     ``lr`` is the initial rate of every param group; ``set_learning_rate`` overwrites it before each update.
+    torch's fused kernel (one pass over all parameters) is used where it applies: floating-point parameters
+    on the CPU or a GPU. It computes the same update as the default one; why two runs still part ways, and
+    what it saves, is in docs/PERFORMANCE.md.
     """
     if not lr > 0:
         raise ValueError(f"lr={lr} must be positive")
     if weight_decay < 0:
         raise ValueError(f"weight_decay={weight_decay} must be >= 0")
     params = params_or_model.parameters() if isinstance(params_or_model, nn.Module) else params_or_model
+    params = [_listed(p) if isinstance(p, dict) else p for p in params]  # read generators once
+    fused = _fused_applies(params)
     if weight_decay > 0:
-        return torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
-    return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps)
+        return torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, fused=fused)
+    return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, fused=fused)
+
+
+def _listed(group: dict) -> dict:
+    """A param group whose "params" is a list (it may be given as one tensor or a generator)."""
+    tensors = group["params"]
+    return {**group, "params": [tensors] if isinstance(tensors, torch.Tensor) else list(tensors)}
+
+
+def _fused_applies(params: list) -> bool | None:
+    """True when every parameter is a floating-point tensor on the CPU or CUDA (fused Adam's devices)."""
+    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
+    ok = bool(tensors) and all(t.is_floating_point() and t.device.type in ("cpu", "cuda") for t in tensors)
+    return True if ok else None
