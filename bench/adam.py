@@ -22,12 +22,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "models"))
-from test_learning import BOS, EOS, PAD, VOCAB, _batch  # noqa: E402
+from test_learning import PAD, VOCAB, _batch, train_until_exact  # noqa: E402
 
 from transformer.config import ModelConfig  # noqa: E402
-from transformer.decoding import greedy_search  # noqa: E402
 from transformer.models import build_model  # noqa: E402
-from transformer.training import label_smoothed_cross_entropy, learning_rate, set_learning_rate  # noqa: E402
+from transformer.training import label_smoothed_cross_entropy  # noqa: E402
 
 
 def adam(params, fused: bool) -> torch.optim.Adam:
@@ -77,25 +76,9 @@ def divergence() -> None:
 
 
 def copy_task(seed: int, fused: bool) -> tuple[float, int]:
+    """The copy task of tests/models/test_learning.py with one Adam: (exact match, updates made)."""
     model = tiny(seed)
-    optimizer = adam(model.parameters(), fused)
-    batches = torch.Generator().manual_seed(seed)
-    src, _, tgt_out = _batch(torch.Generator().manual_seed(1), 200, "copy")
-    expected = [[t for t in row.tolist() if t not in (PAD, EOS)] for row in tgt_out]
-    exact, step = 0.0, 0
-    for step in range(1, 2001):
-        set_learning_rate(optimizer, learning_rate(step, (step - 1) / 2000, warmup=100, peak_lr=3e-3))
-        batch_src, tgt_in, batch_out = _batch(batches, 64, "copy")
-        loss, _ = label_smoothed_cross_entropy(model(batch_src, tgt_in), batch_out, PAD, epsilon=0.0)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step % 250 == 0:
-            outputs = greedy_search(model, src, pad_id=PAD, bos_id=BOS, eos_id=EOS)
-            exact = sum(o == e for o, e in zip(outputs, expected, strict=True)) / len(expected)
-            if exact == 1.0:
-                break
-    return exact, step
+    return train_until_exact(model, adam(model.parameters(), fused), "copy", torch.Generator().manual_seed(seed))
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Run a bench script of another checkout against that checkout's package: before/after measurements.
 
-usage: git worktree add /tmp/before eb3099a
-       python bench/run_at.py /tmp/before bench/decode.py --threads 1
+usage: git worktree add ../before eb3099a
+       python bench/run_at.py ../before bench/decode.py --threads 1
 
 The editable install of this checkout puts its `transformer` on the import path through a finder in
 `sys.meta_path`; that finder is removed and the other checkout goes first on `sys.path`, so the script and
