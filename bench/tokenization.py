@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sqlite3
 import statistics
 import sys
 from pathlib import Path
@@ -32,7 +31,7 @@ from tokenizers import decoders
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit_json  # noqa: E402
 
-from transformer.data.corpora import bible_db_path, clean_verse, load_bible  # noqa: E402
+from transformer.data.corpora import load_bible, load_bible_book  # noqa: E402
 from transformer.data.tokenizer import train_bpe  # noqa: E402
 
 
@@ -67,25 +66,14 @@ def length_agreement(src: list[str], tgt: list[str]) -> dict:
     return {"r": round(statistics.correlation(src_log, tgt_log), 3), "off_1.8x": off, "pairs": len(src)}
 
 
-def book_pairs(source: str, target: str, book: int) -> tuple[list[str], list[str]]:
-    """The cleaned, non-empty aligned verses of one book (database numbering)."""
-    with sqlite3.connect(f"file:{bible_db_path()}?mode=ro", uri=True) as db:
-        rows = db.execute(
-            "SELECT s.vText, t.vText FROM bible s JOIN bible t ON t.bbName = ? AND t.bNumber = s.bNumber "
-            "AND t.cNumber = s.cNumber AND t.vNumber = s.vNumber WHERE s.bbName = ? AND s.bNumber = ? "
-            "ORDER BY s.cNumber, s.vNumber", (target, source, book)).fetchall()
-    pairs = [(clean_verse(s), clean_verse(t)) for s, t in rows]
-    pairs = [(s, t) for s, t in pairs if s and t]
-    return [s for s, _ in pairs], [t for _, t in pairs]
-
-
 def length_figures(source: str, target: str, books: list[int]) -> dict:
     row: dict = {"source": source}
     for split in ("train", "test"):
         corpus = load_bible(source, target, split)
         row[split] = length_agreement(list(corpus.src), list(corpus.tgt))
     for book in books:
-        row[f"book_{book}"] = length_agreement(*book_pairs(source, target, book))
+        corpus = load_bible_book(source, target, book)
+        row[f"book_{book}"] = length_agreement(list(corpus.src), list(corpus.tgt))
     return row
 
 

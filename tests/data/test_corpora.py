@@ -15,6 +15,7 @@ from transformer.data.corpora import (
     export_bible,
     filter_pairs,
     load_bible,
+    load_bible_book,
     read_parallel_files,
     read_tsv,
 )
@@ -188,3 +189,13 @@ def test_filter_pairs_empty_result() -> None:
 def test_parallel_corpus_checks_lengths() -> None:
     with pytest.raises(ValueError, match="got 2 and 1"):
         ParallelCorpus(["a", "b"], ["x"])
+
+
+@needs_bible
+def test_the_books_of_a_split_make_up_the_split():
+    by_book = [load_bible_book("e", "2", book) for book in sorted(SPLITS["valid"])]
+    valid = load_bible("e", "2", "valid")
+    assert [s for c in by_book for s in c.src] == list(valid.src)
+    assert [t for c in by_book for t in c.tgt] == list(valid.tgt)
+    with pytest.raises(ValueError, match="book_number=67 is outside 1..66"):
+        load_bible_book("e", "2", 67)

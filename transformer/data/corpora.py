@@ -26,6 +26,7 @@ __all__ = [
     "export_bible",
     "filter_pairs",
     "load_bible",
+    "load_bible_book",
     "read_parallel_files",
     "read_tsv",
 ]
@@ -219,16 +220,26 @@ def _books_clause(split: str) -> tuple[str, tuple[int, ...]]:
 
 def load_bible(src_code: str, tgt_code: str, split: str) -> ParallelCorpus:
     """Verses of `split` aligned by (book, chapter, verse), cleaned, non-empty on both sides, in canonical order."""
+    where, books = _books_clause(split)
+    return _load_aligned(src_code, tgt_code, where, books, split)
+
+
+def load_bible_book(src_code: str, tgt_code: str, book_number: int) -> ParallelCorpus:
+    """The verses of one book (1 = Genesis), aligned and cleaned as load_bible's."""
+    bible_split(book_number)  # checks the number
+    return _load_aligned(src_code, tgt_code, "s.bNumber = ?", (book_number,), f"book {book_number}")
+
+
+def _load_aligned(src_code: str, tgt_code: str, where: str, params: tuple[int, ...], what: str) -> ParallelCorpus:
     _check_code(src_code, "src_code")
     _check_code(tgt_code, "tgt_code")
-    where, books = _books_clause(split)
     query = (
         "SELECT s.vText, t.vText FROM bible s JOIN bible t ON t.bbName = ? AND t.bNumber = s.bNumber "
         "AND t.cNumber = s.cNumber AND t.vNumber = s.vNumber "
         f"WHERE s.bbName = ? AND {where} ORDER BY s.bNumber, s.cNumber, s.vNumber"
     )
     with _connect() as db:
-        rows = db.execute(query, (tgt_code, src_code, *books)).fetchall()
+        rows = db.execute(query, (tgt_code, src_code, *params)).fetchall()
     src, tgt = [], []
     for src_text, tgt_text in rows:
         s, t = clean_verse(src_text), clean_verse(tgt_text)
@@ -237,7 +248,7 @@ def load_bible(src_code: str, tgt_code: str, split: str) -> ParallelCorpus:
             tgt.append(t)
     if len(src) < len(rows):
         logger.info("%s->%s %s: dropped %d of %d aligned verses left empty after cleaning",
-                    src_code, tgt_code, split, len(rows) - len(src), len(rows))
+                    src_code, tgt_code, what, len(rows) - len(src), len(rows))
     return ParallelCorpus(src, tgt)
 
 
