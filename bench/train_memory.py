@@ -240,7 +240,7 @@ def probe_main(args: argparse.Namespace) -> None:
 
     report("imports")
     config = _train_config(args.steps, args.threads, args.eval_every)
-    originals = {name: getattr(Trainer, name) for name in ("_update", "_valid_bleu", "_evaluate_and_save")}
+    originals = {name: getattr(Trainer, name) for name in ("_update", "_validate", "_evaluate_and_save")}
 
     def logged_update(self, group):
         loss = originals["_update"](self, group)
@@ -248,16 +248,16 @@ def probe_main(args: argparse.Namespace) -> None:
             report(f"update {self.state.step + 1}")
         return loss
 
-    def logged_bleu(self):
-        bleu = originals["_valid_bleu"](self)
+    def logged_validate(self, figures):
+        result = originals["_validate"](self, figures)
         report(f"validated (loss, greedy BLEU) at update {self.state.step}")
-        return bleu
+        return result
 
     def logged_evaluate(self):
         originals["_evaluate_and_save"](self)
         report("checkpoint saved, free memory released")
 
-    Trainer._update, Trainer._valid_bleu, Trainer._evaluate_and_save = logged_update, logged_bleu, logged_evaluate
+    Trainer._update, Trainer._validate, Trainer._evaluate_and_save = logged_update, logged_validate, logged_evaluate
     try:
         with tempfile.TemporaryDirectory() as out:
             trainer = Trainer(config, out, progress_bar=False)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tests.corpus import run_config, write_corpus
+from tests.corpus import image_config, lm_config, run_config, write_corpus, write_text_corpus
 from transformer.config import RunConfig
 
 # The tests use tiny tensors, for which one thread is faster than two keeping in step.
@@ -13,12 +13,30 @@ def _seed():
     torch.manual_seed(0)
 
 
+def _trained(tmp_path_factory, tree: dict, name: str):
+    """The model directory of a short training run of config `tree`."""
+    from transformer.training.trainer import train
+
+    out = tmp_path_factory.mktemp("run") / name
+    train(RunConfig.from_dict(tree), out, progress_bar=False)
+    return out
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A model directory from 4 training updates on the small synthetic corpus (tests/corpus.py)."""
-    from transformer.training.trainer import train
-
     corpus = write_corpus(tmp_path_factory.mktemp("corpus"))
-    out = tmp_path_factory.mktemp("run") / "model"
-    train(RunConfig.from_dict(run_config(corpus, max_steps=4, eval_every=4)), out, progress_bar=False)
-    return out
+    return _trained(tmp_path_factory, run_config(corpus, max_steps=4, eval_every=4), "model")
+
+
+@pytest.fixture(scope="module")
+def lm_dir(tmp_path_factory):
+    """A language model's directory from 20 training updates on the tiny text corpus (tests/corpus.py)."""
+    corpus = write_text_corpus(tmp_path_factory.mktemp("text"))
+    return _trained(tmp_path_factory, lm_config(corpus, max_steps=20, eval_every=20), "gpt")
+
+
+@pytest.fixture(scope="module")
+def vit_dir(tmp_path_factory):
+    """A Vision Transformer's directory from 20 training updates on the digits."""
+    return _trained(tmp_path_factory, image_config(max_steps=20, eval_every=20), "vit")

@@ -34,3 +34,41 @@ def run_config(root: Path, **train) -> dict:
                   "seed": 1, "eval_limit": 4, **train},
         "decode": {"beam": 2, "batch_size": 8, "max_len_b": 4},
     }
+
+
+SUBJECTS = ["the man", "a woman", "the king", "his son", "the people"]
+VERBS = ["went", "came", "spoke", "sat", "wept"]
+PLACES = ["to the city", "into the house", "by the river", "on the mountain", "before the gate"]
+
+
+def write_text_corpus(root: Path, n_train: int = 300, n_valid: int = 16, n_test: int = 16, seed: int = 0) -> Path:
+    """train.txt, valid.txt, test.txt: one short sentence of a tiny grammar a line (a language model's text)."""
+    rng = random.Random(seed)
+    for split, n in (("train", n_train), ("valid", n_valid), ("test", n_test)):
+        lines = [f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(PLACES)}." for _ in range(n)]
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+def lm_config(root: Path, **train) -> dict:
+    """A config tree for a tiny decoder-only model on the text corpus in `root`."""
+    return {
+        "task": "lm",
+        "model": {"preset": "tiny", "dropout": 0.1, "positional": "learned", "max_positions": 64},
+        "data": {"corpus": "text", "vocab_size": 300, "min_frequency": 1, "max_len": 60,
+                 **{f"{split}_text": str(root / f"{split}.txt") for split in ("train", "valid", "test")}},
+        "train": {"max_steps": 6, "max_tokens": 256, "eval_every": 3, "log_every": 2, "warmup": 4, "lr": 3e-3,
+                  "seed": 1, "label_smoothing": 0.0, **train},
+    }
+
+
+def image_config(**train) -> dict:
+    """A config tree for a tiny Vision Transformer on the digits (transformer/data/images.py)."""
+    return {
+        "task": "image",
+        "model": {"d_model": 32, "n_heads": 4, "d_ff": 64, "n_layers": 2, "dropout": 0.0, "norm_first": True,
+                  "image_size": 8, "patch_size": 2, "channels": 1, "n_classes": 10},
+        "data": {"corpus": "digits"},
+        "train": {"max_steps": 6, "batch_size": 64, "eval_every": 3, "log_every": 2, "warmup": 4, "lr": 3e-3,
+                  "seed": 1, **train},
+    }

@@ -93,3 +93,64 @@ def test_train_with_a_zero_budget_is_a_one_line_error(tmp_path, capsys, budget):
     assert main(["train", str(config), "--out", str(tmp_path / "run"), "--set", f"train.{budget}=0"]) == 2
     assert f"train.{budget}=0 must be > 0" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_generate_streams_a_continuation_and_a_seed_repeats_it(lm_dir, capsys):
+    args = ["generate", "--model", str(lm_dir), "--prompt", "the king", "--max-new-tokens", "12", "--seed", "7"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert first.startswith("the king") and first.endswith("\n")
+    assert main(args) == 0
+    assert capsys.readouterr().out == first
+    assert main([*args, "--num-samples", "3", "--top-k", "5", "--top-p", "0.9", "--temperature", "0.8"]) == 0
+    assert capsys.readouterr().out.count("--- sample ") == 3
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--temperature", "0"], "temperature=0.0 must be a finite number > 0"),
+    (["--top-p", "1.5"], "top_p=1.5 must be in (0, 1]"),
+    (["--top-p", "0"], "top_p=0.0 must be in (0, 1]"),
+    (["--max-new-tokens", "0"], "max_new_tokens=0 must be an integer >= 1"),
+    (["--max-new-tokens", "60"], "exceeds the model's 64 learned positions; shorten the prompt or use max_new_tokens"),
+])
+def test_generate_with_an_invalid_setting_is_a_one_line_error(lm_dir, capsys, flags, message):
+    assert main(["generate", "--model", str(lm_dir), "--prompt", "the king went to the city", *flags]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and captured.err.count("\n") == 1
+
+
+def test_evaluate_a_language_model_ends_with_its_perplexity(lm_dir, capsys):
+    assert main(["evaluate", "--model", str(lm_dir), "--split", "test"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["split"] == "test" and record["n"] == 16 and 1 < record["perplexity"] < 300
+
+
+def test_translate_with_a_language_model_is_a_one_line_error(lm_dir, capsys):
+    assert main(["translate", "--model", str(lm_dir), "--input", str(lm_dir / "config.yaml")]) == 2
+    assert "holds a model for task 'lm', which does not translate" in capsys.readouterr().err
+
+
+def test_evaluate_an_image_model_ends_with_its_accuracy_as_a_fraction(vit_dir, capsys):
+    assert main(["evaluate", "--model", str(vit_dir), "--split", "test"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["split"] == "test" and record["n"] == 355 and 0 <= record["accuracy"] <= 1
+
+
+def test_predict_classifies_an_image_file_as_the_model_does_its_array(vit_dir, tmp_path, capsys):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    import transformer
+    from transformer.data.images import load_digits_split
+
+    images, _ = load_digits_split("test")
+    pixels = (images[0, 0].numpy() * 255).round().astype(np.uint8)
+    Image.fromarray(255 - pixels).save(tmp_path / "digit.png")  # drawn dark on light, as a user would
+    assert main(["predict", "--model", str(vit_dir), str(tmp_path / "digit.png")]) == 0
+    record = json.loads(capsys.readouterr().out)
+    expected = transformer.load(vit_dir).classify(torch.tensor(pixels / 255.0, dtype=torch.float32).view(1, 1, 8, 8))
+    assert record["class"] == int(expected.argmax()) and record["probability"] == pytest.approx(float(expected.max()),
+                                                                                                 abs=1e-4)
+    assert main(["predict", "--model", str(vit_dir), str(tmp_path / "missing.png")]) == 2
+    assert "no such image file" in capsys.readouterr().err

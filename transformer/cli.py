@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--tgt", required=True, help="target translation code")
     export.add_argument("--out", required=True, type=Path, help="output directory")
 
-    train = commands.add_parser("train", help="train a translation model")
+    train = commands.add_parser("train", help="train a model (its config's task: translation, lm, image)")
     train.add_argument("config", help="YAML config (see configs/)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="A.B=C",
                        help="override a config value, e.g. --set train.max_steps=100 (repeatable)")
@@ -47,13 +47,31 @@ def _parser() -> argparse.ArgumentParser:
     translate.add_argument("--input", type=Path, help="input file (default: stdin)")
     translate.add_argument("--output", type=Path, help="output file (default: stdout)")
 
-    evaluate = commands.add_parser("evaluate", help="translate a held-out split and score it with sacrebleu")
+    evaluate = commands.add_parser("evaluate", help="score a held-out split: BLEU and chrF (sacrebleu) of a "
+                                                    "translation model, perplexity of a language model, accuracy "
+                                                    "of an image model")
     _decode_args(evaluate)
     evaluate.add_argument("--split", default="test", choices=SPLIT_NAMES)
     evaluate.add_argument("--limit", type=int, help="score only the first N segments")
     evaluate.add_argument("--weights", default="model.safetensors",
                           help="weights file inside the model directory (e.g. snapshots/minute-30.safetensors)")
     evaluate.add_argument("--output", type=Path, help="also write the translations to this file")
+    generate = commands.add_parser("generate", help="continue a prompt with a language model (task: lm), "
+                                                    "streaming the tokens as they come")
+    generate.add_argument("--model", required=True, type=Path, help="model directory of a language model")
+    generate.add_argument("--prompt", default="", help="text to continue (default: none, start from <bos>)")
+    generate.add_argument("--max-new-tokens", type=int, default=100, help="most tokens to add (default: 100)")
+    generate.add_argument("--temperature", type=float, default=1.0,
+                          help="divide the logits by this (> 0; default 1: the model's distribution)")
+    generate.add_argument("--top-k", type=int, help="draw among the k most probable tokens only")
+    generate.add_argument("--top-p", type=float, help="draw from the nucleus of probability mass p, in (0, 1]")
+    generate.add_argument("--num-samples", type=int, default=1, help="continuations to draw (default: 1)")
+    generate.add_argument("--seed", type=int, help="seed of the draws: the same seed gives the same text")
+    predict = commands.add_parser("predict", help="classify image files with an image model (task: image), "
+                                                  "a JSON line each")
+    predict.add_argument("--model", required=True, type=Path, help="model directory of an image model")
+    predict.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, ...): resized to the "
+                                                              "model's size, grey, light backgrounds inverted")
     onnx = commands.add_parser("export-onnx", help="export the encoder and one decoder step (KV cache in/out) to ONNX")
     onnx.add_argument("--model", required=True, type=Path, help="model directory written by `transformer train`")
     onnx.add_argument("--out", required=True, type=Path,
@@ -100,6 +118,12 @@ def _decode_config(args: argparse.Namespace, default: DecodeConfig) -> DecodeCon
 
 def _translator(args: argparse.Namespace, weights: str = "model.safetensors") -> tuple[Any, Callable[..., list[str]]]:
     """The model directory's RunConfig and translate(lines, decode, progress) for the chosen --engine."""
+    from transformer.model_dir import read_config
+
+    task = read_config(args.model).task
+    if task != "translation":
+        raise ValueError(f"{args.model} holds a model for task {task!r}, which does not translate; "
+                         "use `transformer generate` or `transformer evaluate` with it")
     if args.engine == "ctranslate2":
         import torch
 
@@ -132,14 +156,16 @@ def _cmd_data(args: argparse.Namespace) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from transformer.config import RunConfig
+    from transformer.training.tasks import TASKS
     from transformer.training.trainer import train
 
     config = RunConfig.load(args.config, args.overrides)
     out = args.out or Path("runs") / Path(args.config).stem
     print(f"# resolved config -> {out / 'config.yaml'}\n{config.to_yaml()}", flush=True)
     state = train(config, out, resume=args.resume, progress_bar=not args.no_progress)
-    print(json.dumps({"out": str(out), "steps": state.step, "epochs": state.epoch,
-                      "train_minutes": round(state.train_seconds / 60, 2), "best_valid_bleu": state.best_bleu,
+    metric = TASKS[config.task].metric
+    print(json.dumps({"out": str(out), "task": config.task, "steps": state.step, "epochs": state.epoch,
+                      "train_minutes": round(state.train_seconds / 60, 2), f"best_valid_{metric}": state.best_score,
                       "best_step": state.best_step}))
 
 
@@ -156,6 +182,16 @@ def _cmd_translate(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from transformer.model_dir import read_config
+
+    task = read_config(args.model).task
+    if task != "translation" and args.engine != "torch":
+        raise ValueError(f"--engine {args.engine} translates; a model for task {task!r} is evaluated with "
+                         "--engine torch")
+    if task == "lm":
+        return _evaluate_lm(args)
+    if task == "image":
+        return _evaluate_image(args)
     from transformer.data.datasets import load_split
     from transformer.evaluation.metrics import corpus_bleu, corpus_chrf
     config, translate = _translator(args, args.weights)
@@ -175,6 +211,74 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"decoded {len(hyps)} segments in {seconds:.1f} s (beam {decode.beam}, alpha {decode.alpha})")
     print(json.dumps({"bleu": round(bleu.score, 2), "chrf": round(chrf.score, 2), "n": len(hyps),
                       "beam": decode.beam, "split": args.split, "decode_seconds": round(seconds, 1)}))
+
+
+def _evaluate_lm(args: argparse.Namespace) -> None:
+    from transformer.api import load
+    from transformer.data.datasets import load_texts
+
+    bundle = load(args.model, args.weights)
+    texts = load_texts(bundle.config.data, args.split)
+    if not texts:
+        raise ValueError(f"the model's data config names no {args.split} text; set data.{args.split}_text")
+    texts = texts[: args.limit]
+    started = time.perf_counter()
+    value = bundle.perplexity(texts)
+    seconds = time.perf_counter() - started
+    print(f"perplexity {value:.3f} on {len(texts)} segments of the {args.split} split ({seconds:.1f} s)")
+    print(json.dumps({"perplexity": round(value, 3), "n": len(texts), "split": args.split}))
+
+
+def _evaluate_image(args: argparse.Namespace) -> None:
+    from transformer.api import load
+    from transformer.data.images import load_digits_split
+    from transformer.training.tasks.image import evaluate_images
+
+    bundle = load(args.model, args.weights)
+    images, labels = load_digits_split(args.split)
+    images, labels = images[: args.limit], labels[: args.limit]
+    loss, accuracy = evaluate_images(bundle.model, images, labels, bundle.config.train.batch_size)
+    print(f"accuracy {accuracy:.4f} ({round(accuracy * len(labels))} of {len(labels)} {args.split} images), "
+          f"cross-entropy {loss:.4f}")
+    print(json.dumps({"accuracy": round(accuracy, 4), "n": len(labels), "split": args.split}))
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    from transformer.api import load
+
+    bundle = load(args.model)
+    if bundle.task != "image":
+        raise ValueError(f"{args.model} holds a model for task {bundle.task!r}; predict classifies images "
+                         "with a model for task 'image'")
+    for path in args.images:
+        probs = bundle.classify_file(path)
+        top = int(probs.argmax())
+        print(json.dumps({"image": str(path), "class": top, "probability": round(float(probs[top]), 4)}))
+
+
+def _cmd_generate(args: argparse.Namespace) -> None:
+    from transformer.api import load
+    from transformer.decoding.sampling import check_sampling
+
+    check_sampling(args.temperature, args.top_k, args.top_p, args.max_new_tokens, args.num_samples)
+    bundle = load(args.model)
+    settings = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                    top_p=args.top_p, num_samples=args.num_samples, seed=args.seed)
+    if args.num_samples > 1:
+        for i, text in enumerate(bundle.generate(args.prompt, **settings)):
+            print(f"--- sample {i + 1}\n{args.prompt}{text}")
+        return
+    ids: list[int] = []
+    shown = ""
+    sys.stdout.write(args.prompt)
+    for step in bundle.generate_tokens(args.prompt, **settings):  # streamed as the tokens come
+        ids.append(int(step[0]))
+        text = bundle.tokenizer.decode(ids)
+        if text.startswith(shown):  # a byte-level token may complete a character only with the next one
+            sys.stdout.write(text[len(shown):])
+            sys.stdout.flush()
+            shown = text
+    sys.stdout.write("\n")
 
 
 def _cmd_export_onnx(args: argparse.Namespace) -> None:
@@ -222,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     handler = {"data": _cmd_data, "train": _cmd_train, "translate": _cmd_translate, "evaluate": _cmd_evaluate,
-               "export-onnx": _cmd_export_onnx, "export-ct2": _cmd_export_ct2, "import-hf": _cmd_import_hf}
+               "generate": _cmd_generate, "predict": _cmd_predict, "export-onnx": _cmd_export_onnx,
+               "export-ct2": _cmd_export_ct2, "import-hf": _cmd_import_hf}
     try:
         handler[args.command](args)
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as error:

@@ -90,10 +90,22 @@ def load_yaml(path: str) -> dict[str, Any]:
     return tree
 
 
+# model.type: the encoder-decoder of the paper, and its descendants built from the same blocks (models/build.py).
+MODEL_TYPES = ("encoder_decoder", "decoder_only", "vision")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """Hyperparameters of an encoder-decoder Transformer, named as in the paper."""
+    """Hyperparameters of a Transformer, named as in the paper.
 
+    `type` is the architecture: "encoder_decoder" (the paper's, Figure 1), "decoder_only" (GPT: one stack of
+    encoder layers under a causal mask) or "vision" (ViT: the encoder over image patches). A single-stack
+    model has `n_layers` layers (a preset gives it its encoder's depth) and one vocabulary, `tgt_vocab_size`;
+    the encoder/decoder depths and `src_vocab_size` are the encoder-decoder's; `image_size`, `patch_size`,
+    `channels` and `n_classes` the vision model's.
+    """
+
+    type: str = "encoder_decoder"  # one of MODEL_TYPES
     src_vocab_size: int = 8000
     tgt_vocab_size: int = 8000
     d_model: int = 512
@@ -101,6 +113,7 @@ class ModelConfig:
     d_ff: int = 2048
     n_encoder_layers: int = 6
     n_decoder_layers: int = 6
+    n_layers: int | None = None  # the one stack of a single-stack model (decoder_only, vision)
     dropout: float = 0.1  # P_drop on sublayer outputs and on embeddings + positions (section 5.4)
     attention_dropout: float = 0.0
     activation_dropout: float = 0.0
@@ -119,13 +132,29 @@ class ModelConfig:
     pad_id: int = 0
     bos_id: int = 1  # the token decoding starts with: Marian starts with pad_id, BART with eos_id
     eos_id: int = 2
+    image_size: int = 0  # vision: the side of the (square) input image, in pixels
+    patch_size: int = 0  # vision: the side of a patch; it divides image_size
+    channels: int = 1  # vision: colour channels of the image
+    n_classes: int = 0  # vision: the classes of the head
 
     def __post_init__(self) -> None:
+        _check(self.type in MODEL_TYPES, f"model.type={self.type!r}: use {_one_of(MODEL_TYPES)}")
         for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff", "max_positions"):
             _check(getattr(self, name) > 0, f"model.{name}={getattr(self, name)} must be positive")
-        _check(self.n_encoder_layers >= 0 and self.n_decoder_layers > 0,
-               f"need n_encoder_layers >= 0 and n_decoder_layers > 0, got "
-               f"{self.n_encoder_layers} and {self.n_decoder_layers}")
+        if self.type == "encoder_decoder":
+            _check(self.n_encoder_layers >= 0 and self.n_decoder_layers > 0,
+                   f"need n_encoder_layers >= 0 and n_decoder_layers > 0, got "
+                   f"{self.n_encoder_layers} and {self.n_decoder_layers}")
+        else:
+            _check(isinstance(self.n_layers, int) and self.n_layers > 0,
+                   f"model.type={self.type!r} needs model.n_layers > 0 (the depth of its one stack), "
+                   f"got {self.n_layers!r}")
+        if self.type == "vision":
+            _check(self.image_size > 0 and self.patch_size > 0 and self.image_size % self.patch_size == 0,
+                   f"model.image_size={self.image_size} and model.patch_size={self.patch_size} must be positive, "
+                   "the patch size dividing the image size")
+            _check(self.channels > 0 and self.n_classes >= 2,
+                   f"model.channels={self.channels} must be positive and model.n_classes={self.n_classes} >= 2")
         _check(self.d_model % self.n_heads == 0,
                f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "
                f"choose n_heads that divides d_model (d_head = d_model // n_heads)")
@@ -140,13 +169,19 @@ class ModelConfig:
                f"(got positional={self.positional!r})")
         _check(self.positional != "sinusoidal" or self.d_model % 2 == 0,
                f"sinusoidal positions need an even d_model, got {self.d_model}")
-        _check(not self.share_embeddings or self.src_vocab_size == self.tgt_vocab_size,
+        _check(self.single_stack or not self.share_embeddings or self.src_vocab_size == self.tgt_vocab_size,
                f"share_embeddings needs one joint vocabulary, but src_vocab_size={self.src_vocab_size} "
                f"!= tgt_vocab_size={self.tgt_vocab_size}; set share_embeddings=false or use a joint tokenizer")
-        smaller = "src_vocab_size" if self.src_vocab_size <= self.tgt_vocab_size else "tgt_vocab_size"
+        smaller = ("src_vocab_size" if self.src_vocab_size <= self.tgt_vocab_size and not self.single_stack
+                   else "tgt_vocab_size")
         check_special_ids(self.pad_id, self.bos_id, self.eos_id, getattr(self, smaller), prefix="model.",
                           vocabulary=f"the vocabulary {smaller}={getattr(self, smaller)}",
                           fix="special ids must be valid in both vocabularies")
+
+    @property
+    def single_stack(self) -> bool:
+        """Whether the model is one stack of layers (not the paper's encoder and decoder)."""
+        return self.type != "encoder_decoder"
 
     @property
     def d_head(self) -> int:
@@ -160,7 +195,10 @@ class ModelConfig:
         """`base` and `big` are Table 3 of the paper; `small` and `tiny` fit a CPU."""
         if name not in PRESETS:
             raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
-        return from_dict(cls, {**PRESETS[name], **changes}, "model")
+        values = {**PRESETS[name], **changes}
+        if values.get("type", "encoder_decoder") != "encoder_decoder":
+            values.setdefault("n_layers", PRESETS[name]["n_encoder_layers"])  # a single stack: the encoder's depth
+        return from_dict(cls, values, "model")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -180,6 +218,7 @@ def model_config_from_dict(values: dict[str, Any]) -> ModelConfig:
     return ModelConfig.preset(preset, **values)
 
 
+CORPORA = ("bible", "files", "tsv", "text", "digits")
 SPLIT_NAMES = ("train", "valid", "test")  # a corpus's splits; DataConfig's {split}_src/_tgt/_tsv keys use them
 
 
@@ -187,8 +226,11 @@ SPLIT_NAMES = ("train", "valid", "test")  # a corpus's splits; DataConfig's {spl
 class DataConfig:
     """Where the parallel text comes from and how it is tokenized.
 
-    corpus: "bible" (codes `src`/`tgt`, held-out books split), "files" (one segment a line) or "tsv".
-    For "files": train_src/train_tgt (+ valid_*, test_*); for "tsv": train_tsv (+ valid_tsv, test_tsv).
+    corpus: "bible" (codes `src`/`tgt`, held-out books split), "files" (one segment a line), "tsv", for the
+    lm task "text", or for the image task "digits" (scikit-learn's 8 x 8 digits, transformer/data/images.py).
+    For "files": train_src/train_tgt (+ valid_*, test_*); for "tsv": train_tsv (+ valid_tsv,
+    test_tsv); for "text": train_text (+ valid_text, test_text). The lm task on the Bible reads the target side:
+    the train books of `translations` (default: `tgt` alone), the valid and test books of `tgt`.
     """
 
     corpus: str = "bible"
@@ -203,6 +245,11 @@ class DataConfig:
     train_tsv: str | None = None
     valid_tsv: str | None = None
     test_tsv: str | None = None
+    train_text: str | None = None  # corpus "text" (the lm task): one segment a line
+    valid_text: str | None = None
+    test_text: str | None = None
+    translations: tuple[str, ...] = ()  # lm on the Bible: the train books of these translations (default: tgt)
+    max_shift: int = 0  # image task: each training image moves by up to this many pixels each way (augmentation)
     vocab_size: int = 8000
     min_frequency: int = 2
     max_len: int = 256  # pairs with a side longer than this many tokens are dropped from training
@@ -211,14 +258,19 @@ class DataConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "src", str(self.src))  # YAML reads the Bible code 2 as a number
         object.__setattr__(self, "tgt", str(self.tgt))
-        _check(self.corpus in ("bible", "files", "tsv"),
-               f"data.corpus={self.corpus!r}: use 'bible', 'files' (src/tgt text files) or 'tsv'")
+        object.__setattr__(self, "translations", tuple(str(code) for code in self.translations))
+        _check(self.corpus in CORPORA, f"data.corpus={self.corpus!r}: use 'bible', 'files' (src/tgt text files), "
+               "'tsv', 'text' (one segment a line, for the lm task) or 'digits' (the image task)")
+        if self.corpus == "text":
+            _check(bool(self.train_text), "data.corpus='text' needs data.train_text (one segment a line)")
         if self.corpus == "files":
             _check(bool(self.train_src and self.train_tgt),
                    "data.corpus='files' needs data.train_src and data.train_tgt (one segment a line)")
         if self.corpus == "tsv":
             _check(bool(self.train_tsv), "data.corpus='tsv' needs data.train_tsv (source<TAB>target a line)")
         _check(isinstance(self.split_han, bool), f"data.split_han={self.split_han!r}: use true or false")
+        _check(isinstance(self.max_shift, int) and self.max_shift >= 0,
+               f"data.max_shift={self.max_shift!r} must be an integer >= 0 (pixels; 0 = no augmentation)")
         _check(self.vocab_size > 0 and self.max_len > 0 and self.min_frequency > 0,
                f"data.vocab_size={self.vocab_size}, data.max_len={self.max_len} and "
                f"data.min_frequency={self.min_frequency} must be positive")
@@ -232,6 +284,7 @@ class TrainConfig:
     max_minutes: float | None = None  # wall-clock budget of the training loop (validation excluded)
     max_epochs: int | None = None
     max_tokens: int = 4096  # padded tokens per side per micro-batch
+    batch_size: int = 64  # images per micro-batch (the image task; text tasks batch by max_tokens)
     accumulate: int = 1  # micro-batches per optimizer update
     lr: float = 7e-4  # peak learning rate, reached at step `warmup`, then ~ 1/sqrt(step)
     warmup: int = 1000
@@ -262,8 +315,9 @@ class TrainConfig:
             _check(value is None or value > 0,
                    f"train.{name}={value} must be > 0 (a budget of nothing trains nothing); raise it, "
                    "or leave it unset (null) to let the other budgets decide")
-        _check(self.max_tokens > 0 and self.accumulate > 0 and self.warmup > 0,
-               f"train.max_tokens={self.max_tokens}, accumulate={self.accumulate}, warmup={self.warmup} must be > 0")
+        _check(self.max_tokens > 0 and self.batch_size > 0 and self.accumulate > 0 and self.warmup > 0,
+               f"train.max_tokens={self.max_tokens}, batch_size={self.batch_size}, accumulate={self.accumulate}, "
+               f"warmup={self.warmup} must be > 0")
         _check(0 < self.lr < float("inf"), f"train.lr={self.lr} must be a positive finite number")
         _check(0.0 <= self.cooldown <= 1.0,
                f"train.cooldown={self.cooldown} must be in [0, 1]: the last fraction of the budget over which "
@@ -290,6 +344,10 @@ class DecodeConfig:
         _check(self.batch_size >= 1, f"decode.batch_size={self.batch_size} must be >= 1")
 
 
+# task: what a run trains the model to do, and the model type each task trains (training/tasks/).
+TASK_MODEL_TYPES = {"translation": "encoder_decoder", "lm": "decoder_only", "image": "vision"}
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything a training run needs; saved resolved as config.yaml in the model directory."""
@@ -298,15 +356,32 @@ class RunConfig:
     data: DataConfig
     train: TrainConfig
     decode: DecodeConfig
+    task: str = "translation"  # one of TASK_MODEL_TYPES; a config.yaml without it is a translation model's
+
+    def __post_init__(self) -> None:
+        _check(self.task in TASK_MODEL_TYPES, f"task={self.task!r}: use {_one_of(tuple(TASK_MODEL_TYPES))}")
+        wanted = TASK_MODEL_TYPES[self.task]
+        _check(self.model.type == wanted, f"task={self.task!r} trains a model.type={wanted!r}, but model.type="
+               f"{self.model.type!r}; set model.type={wanted}")
+        _check(self.task != "lm" or self.data.corpus in ("bible", "text"),
+               f"task='lm' reads data.corpus='bible' or 'text' (one segment a line), not {self.data.corpus!r}")
+        _check((self.task == "image") == (self.data.corpus == "digits"),
+               f"task={self.task!r} and data.corpus={self.data.corpus!r} do not fit: the image task reads "
+               "data.corpus='digits', and only it does")
 
     @classmethod
     def from_dict(cls, tree: dict[str, Any]) -> RunConfig:
-        _check_known(tree, ["model", "data", "train", "decode"], "config section ")
+        _check_known(tree, ["task", "model", "data", "train", "decode"], "config section ")
+        task = tree.get("task", "translation")
+        model = dict(tree.get("model") or {})
+        if task in TASK_MODEL_TYPES:
+            model.setdefault("type", TASK_MODEL_TYPES[task])  # the task names the architecture
         return cls(
-            model=model_config_from_dict(tree.get("model") or {}),
+            model=model_config_from_dict(model),
             data=from_dict(DataConfig, tree.get("data") or {}, "data"),
             train=from_dict(TrainConfig, tree.get("train") or {}, "train"),
             decode=from_dict(DecodeConfig, tree.get("decode") or {}, "decode"),
+            task=task,
         )
 
     @classmethod
@@ -314,12 +389,12 @@ class RunConfig:
         return cls.from_dict(apply_overrides(load_yaml(path), overrides or []))
 
     def to_yaml(self) -> str:
-        tree = {name: to_dict(getattr(self, name)) for name in ("model", "data", "train", "decode")}
+        tree: dict[str, Any] = {name: to_dict(getattr(self, name)) for name in ("model", "data", "train", "decode")}
         for section in tree.values():
             for key, value in section.items():
                 if isinstance(value, tuple):
                     section[key] = list(value)
-        return yaml.safe_dump(tree, sort_keys=False)
+        return yaml.safe_dump({"task": self.task, **tree}, sort_keys=False)
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)

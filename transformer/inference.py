@@ -6,42 +6,33 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
+from torch import nn
 from tqdm import tqdm
 
 from transformer.config import DecodeConfig, RunConfig
 from transformer.data.batching import pad_ids
 from transformer.data.tokenizer import Tokenizer
 from transformer.decoding import Hypothesis, beam_search, greedy_search
+from transformer.model_dir import TOKENIZER_FILE, WEIGHTS_FILE, load_weights, read_config
 from transformer.models import EncoderDecoder, build_model
 from transformer.nn.packed import pack_inference_weights
-from transformer.training.checkpoint import load_weights
 
 logger = logging.getLogger(__name__)
 
 
-def load_run_config(model_dir: str | Path) -> RunConfig:
-    path = Path(model_dir) / "config.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: {model_dir} is not a model directory (train one with `transformer train`, "
-            "or import one with `transformer import-hf`)"
-        )
-    return RunConfig.from_dict(yaml.safe_load(path.read_text(encoding="utf-8")))
-
-
 def load_model_dir(
-    model_dir: str | Path, weights: str = "model.safetensors", *, for_decoding: bool = False
-) -> tuple[EncoderDecoder, Tokenizer, RunConfig]:
+    model_dir: str | Path, weights: str = WEIGHTS_FILE, *, for_decoding: bool = False
+) -> tuple[nn.Module, Tokenizer | None, RunConfig]:
     """The model (in eval mode), its tokenizer and its resolved config, from a directory `train` or
-    `import-hf` wrote. The tokenizer's special ids are the model's (config.yaml).
+    `import-hf` wrote. The tokenizer's special ids are the model's (config.yaml); an image model has none.
 
     `for_decoding=True` also packs the model's inference weights (`pack_inference_weights`: faster decoding,
     read-only, shared by concurrent searches); leave it off for a model that will be trained or exported."""
     model_dir = Path(model_dir)
-    config = load_run_config(model_dir)
+    config = read_config(model_dir)
     m = config.model
-    tokenizer = Tokenizer.load(model_dir / "tokenizer.json", pad_id=m.pad_id, bos_id=m.bos_id, eos_id=m.eos_id)
+    tokenizer = None if config.task == "image" else Tokenizer.load(  # an image model reads pixels
+        model_dir / TOKENIZER_FILE, pad_id=m.pad_id, bos_id=m.bos_id, eos_id=m.eos_id)
     model = build_model(config.model)
     load_weights(model, model_dir / weights)
     if for_decoding:

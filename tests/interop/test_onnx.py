@@ -17,9 +17,9 @@ from transformer.decoding import greedy_search
 from transformer.inference import load_model_dir
 from transformer.interop.onnx import export_onnx
 from transformer.interop.onnx_runtime import OnnxSeq2Seq, onnx_greedy_search, pad_batch
+from transformer.model_dir import save_weights
 from transformer.models import build_model
 from transformer.nn.masks import padding_mask
-from transformer.training.checkpoint import save_weights
 
 LINES = ["im anfang war das wort", "und das wort war bei gott", "in the beginning was the word",
          "and the word was with god", "licht und wasser, himmel und erde"]

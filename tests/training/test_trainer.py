@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import transformer.training.trainer as trainer_module
+import transformer.training.tasks.translation as translation_task
 from tests.corpus import run_config, write_corpus
 from transformer.config import RunConfig
 from transformer.inference import load_model_dir
@@ -65,7 +65,7 @@ def test_new_run_refuses_to_overwrite_an_existing_one(corpus, tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path, monkeypatch):
-    real_loss = trainer_module.teacher_forced_loss
+    real_loss = translation_task.teacher_forced_loss
     calls = {"n": 0}
 
     def poisoned(model, *args, **kwargs):
@@ -73,7 +73,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_pa
         total, n = real_loss(model, *args, **kwargs)
         return (total * float("nan"), n) if calls["n"] == 5 and torch.is_grad_enabled() else (total, n)
 
-    monkeypatch.setattr(trainer_module, "teacher_forced_loss", poisoned)
+    monkeypatch.setattr(translation_task, "teacher_forced_loss", poisoned)
     with pytest.raises(NonFiniteLossError, match=r"loss became nan at step \d+ \(learning rate .*lower train.lr"):
         train(_config(corpus, max_steps=10, eval_every=2), tmp_path / "run", progress_bar=False)
     state = torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)
@@ -95,13 +95,13 @@ def test_cooldown_decays_the_logged_learning_rate_to_the_formula(corpus, tmp_pat
 
 @pytest.mark.parametrize("bf16", [False, True])
 def test_non_finite_loss_message_suggests_only_options_that_exist(corpus, tmp_path, monkeypatch, bf16):
-    real_loss = trainer_module.teacher_forced_loss
+    real_loss = translation_task.teacher_forced_loss
 
     def poisoned(model, *args, **kwargs):
         total, n = real_loss(model, *args, **kwargs)
         return total * float("nan"), n
 
-    monkeypatch.setattr(trainer_module, "teacher_forced_loss", poisoned)
+    monkeypatch.setattr(translation_task, "teacher_forced_loss", poisoned)
     with pytest.raises(NonFiniteLossError) as caught:
         train(_config(corpus, max_steps=2, bf16=bf16), tmp_path / "run", progress_bar=False)
     message = str(caught.value)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -17,7 +17,8 @@ from .corpora import ParallelCorpus
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Batch", "TokenBatchSampler", "batches", "collate", "encode_corpus"]
+__all__ = ["Batch", "SegmentBatch", "TokenBatchSampler", "batches", "collate", "collate_segments", "encode_corpus",
+           "encode_segments"]
 
 Pair = tuple[list[int], list[int]]
 
@@ -106,6 +107,48 @@ def collate(pairs: Sequence[Pair], pad_id: int, bos_id: int, eos_id: int) -> Bat
     return Batch(src, tgt_in, tgt_out, pad_id)
 
 
+@dataclass
+class SegmentBatch:
+    """Right-padded segments of a language model: `inputs` = <bos> + segment (B, T), `targets` = segment +
+    <eos> (B, T), each position's next token."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    pad_id: int = 0
+
+    @property
+    def n_tokens(self) -> int:
+        """Non-pad target tokens (the ones the loss counts)."""
+        return int((self.targets != self.pad_id).sum())
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+
+def encode_segments(texts: Sequence[str], tokenizer: _Encoder, max_len: int) -> list[list[int]]:
+    """Token ids of each segment, dropping (with a logged count) empty ones and those over `max_len` tokens."""
+    if max_len < 1:
+        raise ValueError(f"max_len={max_len} must be at least 1 token")
+    encoded = tokenizer.encode_batch(list(texts))
+    kept = [ids for ids in encoded if 0 < len(ids) <= max_len]
+    if len(kept) < len(encoded):
+        logger.warning("encode_segments: dropped %d of %d segments that are empty or longer than max_len=%d "
+                       "tokens", len(encoded) - len(kept), len(encoded), max_len)
+    if not kept:
+        raise ValueError(f"encode_segments: no segment left of {len(encoded)}; raise max_len or check the text")
+    return kept
+
+
+def collate_segments(segments: Sequence[Sequence[int]], pad_id: int, bos_id: int, eos_id: int) -> SegmentBatch:
+    """Stack segments' ids into a right-padded `SegmentBatch`."""
+    if not segments:
+        raise ValueError("collate_segments got no segments; a batch needs at least one")
+    check_special_ids(pad_id, bos_id, eos_id)
+    inputs = pad_ids([[bos_id, *s] for s in segments], pad_id)
+    targets = pad_ids([[*s, eos_id] for s in segments], pad_id)
+    return SegmentBatch(inputs, targets, pad_id)
+
+
 class TokenBatchSampler:
     """Index batches of similar length under a padded-token budget, deterministic per (seed, epoch).
 
@@ -137,6 +180,12 @@ class TokenBatchSampler:
         if oversized:
             logger.warning("%d examples exceed max_tokens=%d on their own and get a batch each (first: %s); "
                            "raise max_tokens or lower max_len", len(oversized), max_tokens, oversized[:5])
+
+    @classmethod
+    def from_segments(cls, segments: Sequence[Sequence[int]], max_tokens: int, shuffle: bool = True, seed: int = 0,
+                      chunk_size: int = 8192) -> TokenBatchSampler:
+        """A sampler over single segments (a language model's; no source side)."""
+        return cls([(0, len(s)) for s in segments], max_tokens, shuffle, seed, chunk_size)
 
     @classmethod
     def from_pairs(cls, pairs: Sequence[Pair], max_tokens: int, shuffle: bool = True, seed: int = 0,
@@ -187,16 +236,17 @@ class TokenBatchSampler:
         return len(self._batches())
 
 
-def batches(pairs: Sequence[Pair], sampler: TokenBatchSampler, pad_id: int, bos_id: int,
-            eos_id: int, start: int = 0) -> Iterator[Batch]:
+def batches(pairs: Sequence, sampler: TokenBatchSampler, pad_id: int, bos_id: int,
+            eos_id: int, start: int = 0, collate_fn: Callable[..., Any] = collate) -> Iterator[Any]:
     """Collated batches in the sampler's order for its current epoch, from batch number `start` on.
 
     `start` skips the epoch's first batches without collating them (resuming in the middle of an epoch).
+    `collate_fn` stacks the examples: `collate` for (src, tgt) pairs, `collate_segments` for segments.
     """
     if len(sampler.lengths) != len(pairs):
-        raise ValueError(f"The sampler covers {len(sampler.lengths)} examples but {len(pairs)} pairs were "
-                         "given; build it with TokenBatchSampler.from_pairs(pairs, ...)")
+        raise ValueError(f"The sampler covers {len(sampler.lengths)} examples but {len(pairs)} pairs (or segments) "
+                         "were given; build it with TokenBatchSampler.from_pairs(pairs, ...) or from_segments")
     if start < 0:
         raise ValueError(f"start={start} must be >= 0 (the number of the epoch's batches to skip)")
     for indices in itertools.islice(sampler, start, None):
-        yield collate([pairs[i] for i in indices], pad_id, bos_id, eos_id)
+        yield collate_fn([pairs[i] for i in indices], pad_id, bos_id, eos_id)

@@ -289,6 +289,11 @@ def _read_lines(path: str | Path) -> list[str]:
     return lines
 
 
+def read_text(path: str | Path) -> list[str]:
+    """The non-blank lines of a UTF-8 file holding one segment a line (a language model's text)."""
+    return [line for line in _read_lines(path) if line.strip()]
+
+
 def read_parallel_files(src_path: str | Path, tgt_path: str | Path) -> ParallelCorpus:
     """Read two UTF-8 files holding one segment a line; line i of each is a translation pair."""
     src, tgt = _read_lines(src_path), _read_lines(tgt_path)

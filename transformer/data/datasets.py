@@ -1,15 +1,26 @@
-"""Turn a DataConfig into train/valid/test ParallelCorpus objects."""
+"""Turn a DataConfig into the text of a split: ParallelCorpus pairs (translation), segments (lm)."""
 
 from __future__ import annotations
 
 from transformer.config import SPLIT_NAMES, DataConfig
-from transformer.data.corpora import ParallelCorpus, filter_pairs, load_bible, read_parallel_files, read_tsv
+from transformer.data.corpora import (
+    ParallelCorpus,
+    filter_pairs,
+    load_bible,
+    read_parallel_files,
+    read_text,
+    read_tsv,
+)
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLIT_NAMES:
+        raise ValueError(f"unknown split {split!r}; use one of {list(SPLIT_NAMES)}")
 
 
 def load_split(data: DataConfig, split: str) -> ParallelCorpus | None:
     """One split of the configured corpus, with empty pairs dropped; None if the config names no file for it."""
-    if split not in SPLIT_NAMES:
-        raise ValueError(f"unknown split {split!r}; use one of {list(SPLIT_NAMES)}")
+    _check_split(split)
     if data.corpus == "bible":
         corpus = load_bible(data.src, data.tgt, split)
     elif data.corpus == "files":
@@ -17,9 +28,27 @@ def load_split(data: DataConfig, split: str) -> ParallelCorpus | None:
         if not (src and tgt):
             return None
         corpus = read_parallel_files(src, tgt)
-    else:
+    elif data.corpus == "tsv":
         path = getattr(data, f"{split}_tsv")
         if not path:
             return None
         corpus = read_tsv(path)
+    else:
+        raise ValueError(f"data.corpus={data.corpus!r} holds single segments, not pairs; use it with task: lm")
     return filter_pairs(corpus)
+
+
+def load_texts(data: DataConfig, split: str) -> list[str] | None:
+    """The segments (verses, lines) of one split for a language model; None if the config names no file.
+
+    The Bible: the train books of each of `data.translations` (default: `data.tgt`), one after the other;
+    the valid and test books of `data.tgt` alone, so the held-out books are never trained on.
+    """
+    _check_split(split)
+    if data.corpus == "text":
+        path = getattr(data, f"{split}_text")
+        return read_text(path) if path else None
+    if data.corpus != "bible":
+        raise ValueError(f"a language model reads data.corpus='bible' or 'text', not {data.corpus!r}")
+    codes = (data.translations or (data.tgt,)) if split == "train" else (data.tgt,)
+    return [verse for code in codes for verse in load_bible(code, code, split).tgt]

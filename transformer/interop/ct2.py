@@ -363,9 +363,9 @@ class Ct2Translator:
 
 def load_ct2_dir(model_dir: str | Path, threads: int = 0) -> tuple[Ct2Translator, RunConfig]:
     """The export in `model_dir/ctranslate2` and the model directory's config (decode and data sections)."""
-    from transformer.inference import load_run_config
+    from transformer.model_dir import read_config
 
-    config = load_run_config(model_dir)
+    config = read_config(model_dir)
     path = Path(model_dir) / CT2_DIR
     if not (path / META_FILE).is_file():
         raise FileNotFoundError(f"{path} holds no CTranslate2 export; write it first with "

@@ -51,9 +51,9 @@ from transformer.config import (
     to_dict,
 )
 from transformer.data.tokenizer import Tokenizer
+from transformer.model_dir import apply_weights, atomic_write_text, save_weights
 from transformer.models import EncoderDecoder, build_model
 from transformer.nn.positional import sinusoidal_table
-from transformer.training.checkpoint import apply_weights, atomic_write_text, save_weights
 
 logger = logging.getLogger(__name__)
 

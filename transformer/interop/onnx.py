@@ -53,11 +53,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from transformer.model_dir import atomic_write_text
 from transformer.models.seq2seq import EncoderDecoder
 from transformer.nn.kv_cache import DecoderCache, KVCache
 from transformer.nn.masks import padding_mask
 from transformer.special_ids import check_special_ids
-from transformer.training.checkpoint import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from torch import nn
 
 from transformer.config import ModelConfig
+from transformer.models.decoder_only import DecoderOnly
 from transformer.models.seq2seq import EncoderDecoder
+from transformer.models.vision import VisionTransformer
 from transformer.nn.layers import Decoder, DecoderLayer, Encoder, EncoderLayer
 from transformer.nn.positional import (
     InputEmbedding,
@@ -26,37 +28,58 @@ def _embedding(config: ModelConfig, tokens: TokenEmbedding) -> InputEmbedding:
     return InputEmbedding(tokens, _positions(config), config.dropout, norm)
 
 
-def build_model(config: ModelConfig) -> EncoderDecoder:
-    """Build an EncoderDecoder with Xavier-uniform linear weights and N(0, d^-1/2) embeddings."""
-    c = config
-    layer_args = dict(
+def _layer_args(c: ModelConfig) -> dict:
+    return dict(
         d_model=c.d_model, n_heads=c.n_heads, d_ff=c.d_ff, dropout=c.dropout, activation=c.activation,
         norm_first=c.norm_first, eps=c.layer_norm_eps, attention_dropout=c.attention_dropout,
         activation_dropout=c.activation_dropout,
     )
-    encoder = Encoder(
-        [EncoderLayer(**layer_args) for _ in range(c.n_encoder_layers)],
-        nn.LayerNorm(c.d_model, eps=c.layer_norm_eps) if c.norm_first else None,
-    )
-    decoder = Decoder(
-        [DecoderLayer(**layer_args) for _ in range(c.n_decoder_layers)],
-        nn.LayerNorm(c.d_model, eps=c.layer_norm_eps) if c.norm_first else None,
-    )
-    for module in (*encoder.modules(), *decoder.modules()):
+
+
+def _stack(c: ModelConfig, kind: type[Encoder] | type[Decoder], n_layers: int) -> Encoder | Decoder:
+    """N layers; pre-LN stacks end with a LayerNorm."""
+    layer = EncoderLayer if kind is Encoder else DecoderLayer
+    return kind([layer(**_layer_args(c)) for _ in range(n_layers)],
+                nn.LayerNorm(c.d_model, eps=c.layer_norm_eps) if c.norm_first else None)
+
+
+def _init_linears(*stacks: nn.Module) -> None:
+    """Xavier-uniform weights and zero biases for every linear layer of `stacks`, in order."""
+    for module in (m for stack in stacks for m in stack.modules()):
         if isinstance(module, nn.Linear):
             nn.init.xavier_uniform_(module.weight)
             nn.init.zeros_(module.bias)
 
+
+def _output_projection(c: ModelConfig, tokens: TokenEmbedding) -> nn.Linear:
+    """Hidden states -> logits, sharing the token embedding's matrix when tie_output (section 3.4)."""
+    output_proj = nn.Linear(c.d_model, c.tgt_vocab_size, bias=c.output_bias)
+    if c.output_bias:
+        nn.init.zeros_(output_proj.bias)
+    if c.tie_output:
+        output_proj.weight = tokens.weight
+    else:
+        nn.init.normal_(output_proj.weight, std=c.d_model**-0.5)
+    return output_proj
+
+
+def build_model(config: ModelConfig) -> EncoderDecoder | DecoderOnly | VisionTransformer:
+    """The model `config.type` names, with Xavier-uniform linear weights and N(0, d^-1/2) embeddings."""
+    c = config
+    if c.type == "vision":
+        stack = _stack(c, Encoder, c.n_layers)  # every patch sees every other: no mask
+        _init_linears(stack)
+        return VisionTransformer(c.image_size, c.patch_size, c.channels, c.n_classes, stack, c.d_model, c.dropout)
+    if c.type == "decoder_only":
+        tokens = TokenEmbedding(c.tgt_vocab_size, c.d_model, c.pad_id, c.scale_embedding)
+        stack = _stack(c, Encoder, c.n_layers)  # encoder layers; the model gives them a causal mask
+        _init_linears(stack)
+        return DecoderOnly(_embedding(c, tokens), stack, _output_projection(c, tokens), pad_id=c.pad_id)
+    encoder, decoder = _stack(c, Encoder, c.n_encoder_layers), _stack(c, Decoder, c.n_decoder_layers)
+    _init_linears(encoder, decoder)
     tgt_tokens = TokenEmbedding(c.tgt_vocab_size, c.d_model, c.pad_id, c.scale_embedding)
     src_tokens = tgt_tokens if c.share_embeddings else TokenEmbedding(
         c.src_vocab_size, c.d_model, c.pad_id, c.scale_embedding
     )
     src_embed, tgt_embed = _embedding(c, src_tokens), _embedding(c, tgt_tokens)
-    output_proj = nn.Linear(c.d_model, c.tgt_vocab_size, bias=c.output_bias)
-    if c.output_bias:
-        nn.init.zeros_(output_proj.bias)
-    if c.tie_output:
-        output_proj.weight = tgt_tokens.weight
-    else:
-        nn.init.normal_(output_proj.weight, std=c.d_model**-0.5)
-    return EncoderDecoder(src_embed, tgt_embed, encoder, decoder, output_proj, pad_id=c.pad_id)
+    return EncoderDecoder(src_embed, tgt_embed, encoder, decoder, _output_projection(c, tgt_tokens), pad_id=c.pad_id)

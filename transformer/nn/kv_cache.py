@@ -1,4 +1,5 @@
-"""Keys and values kept between decoding steps: one KVCache per attention layer, a DecoderCache per decoder.
+"""Keys and values kept between decoding steps: one KVCache per attention layer, a DecoderCache per decoder
+(self- and cross-attention), a StackCache per decoder-only stack (self-attention alone).
 
 Lifecycle (as torchtune's setup_cache / reset_cache): `DecoderCache.setup(n_layers, buffered=...)` makes
 the empty caches of a decoder; the first decoding step fills them, each later step appends its own position
@@ -182,4 +183,32 @@ class DecoderCache:
             self_cache.reorder(parents)
             if kept is not None:
                 cross_cache.reorder(kept)
+        return self
+
+
+@dataclass
+class StackCache:
+    """Per-layer self-attention caches of one stack under a causal mask (a decoder-only model)."""
+
+    layers: list[KVCache] = field(default_factory=list)
+
+    @classmethod
+    def setup(cls, n_layers: int, buffered: bool = False) -> StackCache:
+        """Empty caches for a stack of `n_layers` layers (buffered: see the module docstring)."""
+        return cls([KVCache(buffered=buffered) for _ in range(n_layers)])
+
+    def reset(self) -> StackCache:
+        for cache in self.layers:
+            cache.reset()
+        return self
+
+    @property
+    def length(self) -> int:
+        """How many positions are already cached."""
+        return self.layers[0].length if self.layers else 0
+
+    def reorder(self, index: Tensor) -> StackCache:
+        """Keep rows `index` of every cache."""
+        for cache in self.layers:
+            cache.reorder(index)
         return self

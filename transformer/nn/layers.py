@@ -88,9 +88,13 @@ class EncoderLayer(nn.Module):
         self.ff_block = Residual(d_model, dropout, norm_first, eps)
         self.attn_weights: Tensor | None = None
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, need_weights: bool = False) -> Tensor:
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, need_weights: bool = False, cache: KVCache | None = None
+    ) -> Tensor:
+        """`cache` keeps the keys and values of earlier positions (a decoder-only model generating)."""
+
         def attend(h: Tensor) -> Tensor:
-            out, self.attn_weights = self.self_attn(h, mask=mask, need_weights=need_weights)
+            out, self.attn_weights = self.self_attn(h, None, mask, cache, need_weights)
             return out
 
         x = self.self_attn_block(x, attend)  # (B, S, D)
@@ -147,16 +151,19 @@ class DecoderLayer(nn.Module):
 
 
 class Encoder(nn.Module):
-    """N encoder layers; pre-LN stacks end with a LayerNorm."""
+    """N encoder layers; pre-LN stacks end with a LayerNorm. Under a causal mask, with a cache per layer,
+    the same stack is a decoder-only model (models/decoder_only.py)."""
 
     def __init__(self, layers: list[EncoderLayer], final_norm: nn.LayerNorm | None = None):
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.final_norm = final_norm
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, need_weights: bool = False) -> Tensor:
-        for layer in self.layers:
-            x = layer(x, mask, need_weights)  # (B, S, D)
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, need_weights: bool = False, cache: list[KVCache] | None = None
+    ) -> Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x, mask, need_weights, None if cache is None else cache[i])  # (B, S, D)
         return x if self.final_norm is None else self.final_norm(x)
 
 

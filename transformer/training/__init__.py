@@ -1,16 +1,16 @@
-"""Training utilities: label-smoothed loss, the section 5.3 learning rate, checkpoints."""
+"""Training: the loop (trainer.py) and the tasks it trains (tasks/), label-smoothed loss, the section 5.3
+learning rate, train_state.pt. The weights-file helpers are re-exported from transformer/model_dir.py."""
 
-from transformer.training.checkpoint import (
+from transformer.model_dir import (
     apply_weights,
     atomic_path,
     atomic_write_text,
     average_weights,
-    load_train_state,
     load_weights,
-    save_train_state,
     save_weights,
     unwrap_model,
 )
+from transformer.training.checkpoint import load_train_state, save_train_state
 from transformer.training.loss import label_smoothed_cross_entropy
 from transformer.training.schedule import (
     cooldown_factor,

@@ -3,6 +3,8 @@ with the output projection, computed chunk by chunk so that the (N, V) logits ne
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -256,16 +258,41 @@ def teacher_forced_loss(
 
     src (B, S), tgt_in (B, T) (starting with BOS) and tgt_out (B, T) (ending with EOS) are token ids. The
     model's ``decoder_states`` go through ``linear_label_smoothed_cross_entropy`` with its ``output_proj``,
-    so the (B, T, V) logits never exist. A model without ``decoder_states`` (a wrapper such as DDP's), or
-    whose output projection is not a plain ``nn.Linear`` (quantized, with hooks), goes through its full
-    logits and ``label_smoothed_cross_entropy``: the same loss. Call it inside the autocast region of the
+    so the (B, T, V) logits never exist (see ``_projected_loss``). Call it inside the autocast region of the
     forward pass, if any: the projection then runs in the autocast dtype, as it would inside the model.
     """
+    states = getattr(model, "decoder_states", None)
+    return _projected_loss(model, None if states is None else lambda: states(src, tgt_in),
+                           lambda: model(src, tgt_in), tgt_out, pad_id, epsilon, summed)
+
+
+def next_token_loss(
+    model: nn.Module, inputs: Tensor, targets: Tensor, pad_id: int, epsilon: float = 0.0, *, summed: bool = False
+) -> tuple[Tensor, int]:
+    """The loss of a decoder-only model predicting `targets` (B, T), each input position's next token, from
+    `inputs` (B, T), as ``(loss, n_tokens)``: through its ``hidden_states`` and the fused projection and loss,
+    as ``teacher_forced_loss``. With epsilon 0 it is the negative log-likelihood (perplexity = exp of it)."""
+    states = getattr(model, "hidden_states", None)
+    return _projected_loss(model, None if states is None else lambda: states(inputs), lambda: model(inputs),
+                           targets, pad_id, epsilon, summed)
+
+
+def _projected_loss(
+    model: nn.Module,
+    states: Callable[[], Tensor] | None,
+    logits: Callable[[], Tensor],
+    target: Tensor,
+    pad_id: int,
+    epsilon: float,
+    summed: bool,
+) -> tuple[Tensor, int]:
+    """The loss of ``model``'s output projection of ``states()`` (B, T, D) against ``target``, fused chunk by
+    chunk. A model without states (a wrapper such as DDP's), or whose output projection is not a plain
+    ``nn.Linear`` (quantized, with hooks), goes through its full ``logits()`` and
+    ``label_smoothed_cross_entropy``: the same loss."""
     proj = getattr(model, "output_proj", None)
     plain = type(proj) is nn.Linear and not proj._forward_hooks and not proj._forward_pre_hooks
-    if plain and hasattr(model, "decoder_states"):
-        hidden = model.decoder_states(src, tgt_in)  # (B, T, D)
-        return linear_label_smoothed_cross_entropy(
-            hidden, proj.weight, proj.bias, tgt_out, pad_id, epsilon, summed=summed
-        )
-    return label_smoothed_cross_entropy(model(src, tgt_in), tgt_out, pad_id, epsilon, summed=summed)
+    if plain and states is not None:
+        return linear_label_smoothed_cross_entropy(states(), proj.weight, proj.bias, target, pad_id, epsilon,
+                                                   summed=summed)
+    return label_smoothed_cross_entropy(logits(), target, pad_id, epsilon, summed=summed)

@@ -1,42 +1,32 @@
-"""The training loop: token-budget batches, label-smoothed loss, Adam + inverse-sqrt warmup, validation,
-best and averaged checkpoints, exact resume.
+"""The one training loop, for every task: budget (steps, minutes, epochs), Adam + the section 5.3 learning
+rate, bf16, clipping and accumulation, validation cadence, best, averaged and snapshot weights, exact resume,
+the progress bar, metrics.jsonl and loss.png. What differs between tasks (data, loss, validation metric) is
+the Task's (training/tasks/).
 
 It writes a model directory: config.yaml (the resolved config), tokenizer.json, model.safetensors (the best
-weights on valid BLEU, or the average of the last checkpoints when that is better), checkpoints/,
+weights on the validation metric, or the average of the last checkpoints when that is better), checkpoints/,
 train_state.pt (what --resume needs), metrics.jsonl and loss.png (README.md, "Command line").
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
 from transformer.config import RunConfig
-from transformer.data.batching import Batch, TokenBatchSampler, batches, encode_corpus
-from transformer.data.datasets import load_split
-from transformer.data.tokenizer import Tokenizer, train_bpe
-from transformer.evaluation.metrics import corpus_bleu
-from transformer.inference import load_run_config, translate
-from transformer.models import EncoderDecoder, build_model
-from transformer.training.checkpoint import (
-    apply_weights,
-    atomic_write_text,
-    average_weights,
-    load_train_state,
-    save_train_state,
-    save_weights,
-)
-from transformer.training.loss import teacher_forced_loss
+from transformer.model_dir import apply_weights, average_weights, read_config, save_weights, write_config
+from transformer.training.checkpoint import load_train_state, save_train_state
 from transformer.training.memory import bound_kernel_caches, release_free_memory
 from transformer.training.schedule import learning_rate, make_optimizer, set_learning_rate
+from transformer.training.tasks import make_task
 
 logger = logging.getLogger(__name__)
 
@@ -53,14 +43,14 @@ class Progress:
     epoch: int = 0
     next_batch: int = 0  # index of the next micro-batch within the epoch
     train_seconds: float = 0.0
-    best_bleu: float = -1.0
+    best_score: float | None = None  # the best valid_<metric> so far (the task's metric)
     best_step: int = 0
     checkpoints: list[str] = field(default_factory=list)
     snapshots_done: list[float] = field(default_factory=list)
 
 
 class Trainer:
-    """Train an EncoderDecoder on the corpus of `config.data`, writing everything into `out_dir`."""
+    """Train the model of `config.task` on the data of `config.data`, writing everything into `out_dir`."""
 
     def __init__(self, config: RunConfig, out_dir: str | Path, resume: bool = False, progress_bar: bool = True):
         self.out = Path(out_dir)
@@ -75,30 +65,10 @@ class Trainer:
         random.seed(train_cfg.seed)
         self.out.mkdir(parents=True, exist_ok=True)
 
-        self.train_data = load_split(config.data, "train")
-        self.valid_data = load_split(config.data, "valid")
-        tokenizer_path = self.out / "tokenizer.json"
-        if resume:
-            self.tokenizer = Tokenizer.load(tokenizer_path)
-        else:
-            logger.info("training a BPE vocabulary of %d on %d pairs", config.data.vocab_size, len(self.train_data))
-            self.tokenizer = train_bpe(
-                self.train_data.src + self.train_data.tgt, config.data.vocab_size, config.data.min_frequency,
-                split_han=config.data.split_han,
-            )
-            self.tokenizer.save(tokenizer_path)
-        tok = self.tokenizer
-        model_cfg = config.model.replace(
-            src_vocab_size=tok.vocab_size, tgt_vocab_size=tok.vocab_size,
-            pad_id=tok.pad_id, bos_id=tok.bos_id, eos_id=tok.eos_id,
-        )
-        self.config = config.replace(model=model_cfg)
-        atomic_write_text(self.out / "config.yaml", self.config.to_yaml())
-
-        self.pairs = encode_corpus(self.train_data, tok, config.data.max_len)
-        self.valid_pairs = None if self.valid_data is None else encode_corpus(self.valid_data, tok, config.data.max_len)
-        self.sampler = TokenBatchSampler.from_pairs(self.pairs, train_cfg.max_tokens, shuffle=True, seed=train_cfg.seed)
-        self.model: EncoderDecoder = build_model(model_cfg)
+        self.task = make_task(config, self.out, resume)  # data and tokenizer
+        self.config = self.task.config  # vocabulary and special ids resolved against the tokenizer
+        write_config(self.out, self.config)
+        self.model = self.task.build_model()
         self.optimizer = make_optimizer(
             self.model, train_cfg.lr, train_cfg.betas, train_cfg.adam_eps, train_cfg.weight_decay
         )
@@ -114,14 +84,15 @@ class Trainer:
         if self.resume:
             if not state.is_file():
                 raise FileNotFoundError(f"cannot resume: {state} does not exist; drop --resume to start a new run")
-            saved = load_run_config(self.out)
+            saved = read_config(self.out)
             changed = {k for k, v in vars(config.model).items()
                        if k not in ("src_vocab_size", "tgt_vocab_size", "pad_id", "bos_id", "eos_id")
                        and getattr(saved.model, k) != v}
-            if changed or saved.data != config.data:
+            if changed or saved.data != config.data or saved.task != config.task:
                 raise ValueError(
-                    f"cannot resume {self.out} with a different model or data config (model keys differ: "
-                    f"{sorted(changed)}, data differs: {saved.data != config.data}); use the run's own config.yaml"
+                    f"cannot resume {self.out} with a different task, model or data config (model keys differ: "
+                    f"{sorted(changed)}, data differs: {saved.data != config.data}, task: {saved.task} -> "
+                    f"{config.task}); use the run's own config.yaml"
                 )
         elif state.exists() or (self.out / "model.safetensors").exists():
             raise ValueError(
@@ -132,7 +103,7 @@ class Trainer:
         """Restore weights, optimizer, RNG and progress. The learning rate is a function of the progress, so
         the "scheduler" entry of a train_state.pt written before that (a LambdaLR's state) is not needed."""
         info = load_train_state(self.out / "train_state.pt", self.optimizer, None, model=self.model)
-        self.state = Progress(**info["extra"]["progress"])
+        self.state = Progress(**_progress_fields(info["extra"]["progress"]))
         max_steps = self.config.train.max_steps
         if max_steps is not None and max_steps <= self.state.step:
             raise ValueError(
@@ -159,21 +130,15 @@ class Trainer:
         if t.max_minutes is not None:
             shares.append(s.train_seconds / (t.max_minutes * 60))
         if t.max_epochs is not None:
-            shares.append((s.epoch + s.next_batch / max(len(self.sampler), 1)) / t.max_epochs)
+            shares.append((s.epoch + s.next_batch / max(self.task.n_batches(s.epoch), 1)) / t.max_epochs)
         return max(shares)
 
-    def _special_ids(self) -> tuple[int, int, int]:
-        """(pad_id, bos_id, eos_id) of the tokenizer, in the order `batches` and `collate` take them."""
-        tok = self.tokenizer
-        return tok.pad_id, tok.bos_id, tok.eos_id
-
     def _micro_batches(self):
-        """Yield (index, batches in the epoch, Batch) from where training stopped, epoch after epoch."""
+        """Yield (index, batches in the epoch, batch) from where training stopped, epoch after epoch."""
         while True:  # the caller advances state.epoch and state.next_batch as it consumes batches
-            self.sampler.set_epoch(self.state.epoch)
-            n_batches, start = len(self.sampler), self.state.next_batch
-            epoch = batches(self.pairs, self.sampler, *self._special_ids(), start=start)
-            for index, batch in enumerate(epoch, start):
+            epoch = self.state.epoch
+            n_batches, start = self.task.n_batches(epoch), self.state.next_batch
+            for index, batch in enumerate(self.task.batches(epoch, start), start):
                 yield index, n_batches, batch
 
     def train(self) -> Progress:
@@ -196,16 +161,17 @@ class Trainer:
             loss = self._update(group)
             self.state.step += 1
             self.state.train_seconds += time.perf_counter() - started
-            window_tokens += sum(b.n_src_tokens + b.n_tgt_tokens for b in group)
+            window_tokens += sum(self.task.batch_tokens(b) for b in group)
             bar.update(1)
             if self.state.step % t.log_every == 0:
                 elapsed = time.perf_counter() - window_start
                 lr = self.last_lr
-                record = dict(step=self.state.step, epoch=self.state.epoch, loss=round(loss, 4), lr=lr,
-                              tok_s=round(window_tokens / elapsed), minutes=round(self.state.train_seconds / 60, 2))
+                rate = self.task.throughput  # tok_s, or img_s for images
+                record = {"step": self.state.step, "epoch": self.state.epoch, "loss": round(loss, 4), "lr": lr,
+                          rate: round(window_tokens / elapsed), "minutes": round(self.state.train_seconds / 60, 2)}
                 self._log(record)
-                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=record["tok_s"],
-                                min=f"{record['minutes']:.1f}")
+                bar.set_postfix({"loss": f"{loss:.3f}", "lr": f"{lr:.2e}", rate: record[rate],
+                                 "min": f"{record['minutes']:.1f}"})
                 window_tokens, window_start = 0, time.perf_counter()
             self._maybe_snapshot()
             if self.state.step % t.eval_every == 0 or not self._budget_left():
@@ -222,20 +188,15 @@ class Trainer:
                                      cooldown=t.cooldown)
         set_learning_rate(self.optimizer, self.last_lr)
 
-    def _update(self, group: list[Batch]) -> float:
+    def _update(self, group: list[Any]) -> float:
         """One optimizer update over the micro-batches of `group` (loss normalized by all their tokens)."""
         t = self.config.train
         self._set_learning_rate()
-        total_tokens = sum(b.n_tgt_tokens for b in group)
+        total_tokens = sum(self.task.loss_tokens(b) for b in group)
         total_loss = 0.0
         for batch in group:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.bf16):
-                # Decoder states, then the output projection and the loss fused chunk by chunk: the (B, T, V)
-                # logits never exist (docs/PERFORMANCE.md, "Training memory").
-                loss_sum, _ = teacher_forced_loss(
-                    self.model, batch.src, batch.tgt_in, batch.tgt_out, self.tokenizer.pad_id, t.label_smoothing,
-                    summed=True,
-                )
+                loss_sum = self.task.loss(self.model, batch)
             loss = loss_sum / max(total_tokens, 1)
             if not torch.isfinite(loss):
                 self._non_finite(float(loss.detach()))
@@ -260,31 +221,16 @@ class Trainer:
         )
 
     # --- validation and checkpoints ---------------------------------------------------------------
-    @torch.no_grad()
-    def _valid_loss(self) -> float:
-        t = self.config.train
-        sampler = TokenBatchSampler.from_pairs(self.valid_pairs, t.max_tokens, shuffle=False)
-        total, count = 0.0, 0
+    def _validate(self, figures: Any) -> Any:
+        """`figures(model)` of the task, on the model in eval mode (training mode restored after)."""
         self.model.eval()
-        for batch in batches(self.valid_pairs, sampler, *self._special_ids()):
-            loss_sum, n = teacher_forced_loss(
-                self.model, batch.src, batch.tgt_in, batch.tgt_out, self.tokenizer.pad_id, t.label_smoothing,
-                summed=True,
-            )
-            total, count = total + float(loss_sum), count + n
-        self.model.train()
-        return total / max(count, 1)
-
-    def _valid_bleu(self) -> float:
-        limit = self.config.train.eval_limit
-        src, refs = self.valid_data.src[:limit], self.valid_data.tgt[:limit]
-        greedy = dataclasses.replace(self.config.decode, beam=1)
-        hyps = translate(self.model, self.tokenizer, src, greedy, self.config.data.max_len)
-        self.model.train()
-        return corpus_bleu(hyps, refs).score
+        try:
+            return figures(self.model)
+        finally:
+            self.model.train()
 
     def _evaluate_and_save(self) -> None:
-        s = self.state
+        s, metric = self.state, f"valid_{self.task.metric}"
         record: dict = {"step": s.step, "minutes": round(s.train_seconds / 60, 2)}
         ckpt_dir = self.out / "checkpoints"
         ckpt_dir.mkdir(exist_ok=True)
@@ -295,20 +241,19 @@ class Trainer:
         for old in s.checkpoints[:-keep]:
             (self.out / old).unlink(missing_ok=True)
         s.checkpoints = s.checkpoints[-keep:]
-        if self.valid_data is not None and len(self.valid_data):
-            record["valid_loss"] = round(self._valid_loss(), 4)
-            record["valid_bleu"] = round(self._valid_bleu(), 2)
-            better = record["valid_bleu"] > s.best_bleu
+        if self.task.has_validation:
+            record.update(self._validate(self.task.validate))
+            better = self.task.better(record[metric], s.best_score)
         else:
             better = True  # without a valid split, the latest weights are the ones to keep
         if better:
-            s.best_bleu, s.best_step = record.get("valid_bleu", s.best_bleu), s.step
+            s.best_score, s.best_step = record.get(metric, s.best_score), s.step
             save_weights(self.model, self.out / "model.safetensors")
         record["best_step"] = s.best_step
         save_train_state(self.out / "train_state.pt", optimizer=self.optimizer, scheduler=None,
                          step=s.step, epoch=s.epoch, model=self.model, extra={"progress": vars(s).copy()})
         self._log(record)
-        release_free_memory()  # validation decoding freed tensors of shapes training does not reuse
+        release_free_memory()  # validation freed tensors of shapes training does not reuse
 
     def _maybe_snapshot(self) -> None:
         s = self.state
@@ -321,15 +266,17 @@ class Trainer:
 
     def _finish(self) -> None:
         s, k = self.state, self.config.train.average_last
-        if k > 1 and len(s.checkpoints) > 1 and self.valid_data is not None:
+        if k > 1 and len(s.checkpoints) > 1 and self.task.has_validation:
             trained = {name: p.detach().clone() for name, p in self.model.state_dict().items()}
             apply_weights(self.model, average_weights([self.out / c for c in s.checkpoints]))
-            bleu = self._valid_bleu()
-            self._log({"step": s.step, "averaged": len(s.checkpoints), "valid_bleu_averaged": round(bleu, 2)})
-            if bleu > s.best_bleu:
-                s.best_bleu, s.best_step = bleu, s.step
+            score = self._validate(self.task.valid_metric)
+            self._log({"step": s.step, "averaged": len(s.checkpoints),
+                       f"valid_{self.task.metric}_averaged": round(score, 2)})
+            if self.task.better(score, s.best_score):
+                s.best_score, s.best_step = score, s.step
                 save_weights(self.model, self.out / "model.safetensors")
-                logger.info("averaged weights of %d checkpoints are best (valid BLEU %.2f)", len(s.checkpoints), bleu)
+                logger.info("averaged weights of %d checkpoints are best (valid %s %.2f)", len(s.checkpoints),
+                            self.task.metric, score)
             self.model.load_state_dict(trained)
         from transformer.viz.curves import plot_loss
 
@@ -344,3 +291,13 @@ class Trainer:
 def train(config: RunConfig, out_dir: str | Path, resume: bool = False, progress_bar: bool = True) -> Progress:
     """Train per `config` into `out_dir` (see Trainer); returns the final progress record."""
     return Trainer(config, out_dir, resume=resume, progress_bar=progress_bar).train()
+
+
+def _progress_fields(saved: dict) -> dict:
+    """A saved progress record as Progress's fields: a train_state.pt of a translation run written before the
+    loop served every task holds `best_bleu` (-1 for none) where Progress now has `best_score`."""
+    saved = dict(saved)
+    if "best_bleu" in saved:
+        bleu = saved.pop("best_bleu")
+        saved.setdefault("best_score", None if bleu < 0 else bleu)
+    return saved

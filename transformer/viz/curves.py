@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+# metrics.jsonl keys of the tasks' validation metrics, and their names on the plot.
+VALID_METRICS = {"valid_bleu": "BLEU (greedy)", "valid_perplexity": "perplexity"}
+
 
 def plot_loss(metrics_path: str | Path, out_path: str | Path) -> Path:
     """Training loss (and validation loss where logged) against the update step."""
@@ -13,15 +16,17 @@ def plot_loss(metrics_path: str | Path, out_path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    train, valid, bleu = [], [], []
+    train, valid, metric, metric_name = [], [], [], None
     for line in Path(metrics_path).read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
         if "loss" in record:
             train.append((record["step"], record["loss"]))
         if "valid_loss" in record:
             valid.append((record["step"], record["valid_loss"]))
-        if "valid_bleu" in record:
-            bleu.append((record["step"], record["valid_bleu"]))
+        for key in record:  # the task's validation metric: valid_bleu, valid_perplexity, ...
+            if key in VALID_METRICS:
+                metric.append((record["step"], record[key]))
+                metric_name = VALID_METRICS[key]
     fig, ax = plt.subplots(figsize=(7, 4))
     if train:
         ax.plot(*zip(*train, strict=True), label="train loss (label-smoothed)", linewidth=1)
@@ -32,10 +37,10 @@ def plot_loss(metrics_path: str | Path, out_path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     legend_axes = ax
-    if bleu:
+    if metric:
         twin = ax.twinx()
-        twin.plot(*zip(*bleu, strict=True), "s--", color="tab:green", label="valid BLEU (greedy)")
-        twin.set_ylabel("valid BLEU")
+        twin.plot(*zip(*metric, strict=True), "s--", color="tab:green", label=f"valid {metric_name}")
+        twin.set_ylabel(f"valid {metric_name}")
         more_handles, more_labels = twin.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
         legend_axes = twin  # drawn last, so the legend sits above every line

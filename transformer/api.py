@@ -1,0 +1,95 @@
+"""`transformer.load(DIR)`: any model directory, loaded as the model, tokenizer and config it was written
+with, with what its kind of model does (translate, generate, perplexity, classify images).
+
+    bundle = transformer.load("runs/gpt-bible-en")
+    bundle.generate("In the beginning", max_new_tokens=40, seed=0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from transformer.config import RunConfig
+from transformer.data.batching import encode_segments
+from transformer.data.tokenizer import Tokenizer
+from transformer.decoding.sampling import sample
+from transformer.evaluation.metrics import perplexity
+from transformer.evaluation.perplexity import mean_nll
+from transformer.inference import load_model_dir, translate
+from transformer.model_dir import WEIGHTS_FILE
+
+
+@dataclass
+class Loaded:
+    """A loaded model directory: `model` (in eval mode), `tokenizer`, `config` (`config.task` says its kind)."""
+
+    model: nn.Module
+    tokenizer: Tokenizer | None  # None for an image model
+    config: RunConfig
+
+    @property
+    def task(self) -> str:
+        return self.config.task
+
+    def _require(self, task: str, what: str) -> None:
+        if self.task != task:
+            raise ValueError(f"{what} needs a model trained for task {task!r}; this one was trained for {self.task!r}")
+
+    def translate(self, lines: Sequence[str], **decode_changes) -> list[str]:
+        """Translations of `lines` (decode settings from config.yaml, changed by e.g. beam=1)."""
+        self._require("translation", "translate")
+        decode = replace(self.config.decode, **decode_changes)
+        return translate(self.model, self.tokenizer, lines, decode, self.config.data.max_len)
+
+    def generate_tokens(
+        self, prompt: str, *, max_new_tokens: int = 100, temperature: float = 1.0, top_k: int | None = None,
+        top_p: float | None = None, num_samples: int = 1, seed: int | None = None,
+    ) -> Iterator[Tensor]:
+        """Each step's new token ids (num_samples,), as `decoding.sampling.sample` yields them."""
+        self._require("lm", "generate")
+        tok = self.tokenizer
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
+        return sample(self.model, [tok.bos_id, *tok.encode(prompt)], eos_id=tok.eos_id, pad_id=tok.pad_id,
+                      bos_id=tok.bos_id, vocab_size=self.config.model.tgt_vocab_size, max_new_tokens=max_new_tokens,
+                      temperature=temperature, top_k=top_k, top_p=top_p, num_samples=num_samples,
+                      generator=generator, max_positions=getattr(self.model, "max_positions", None))
+
+    def generate(self, prompt: str, **settings) -> list[str]:
+        """`num_samples` continuations of `prompt`, as text (the prompt not repeated); settings as
+        `generate_tokens`."""
+        steps = [step.tolist() for step in self.generate_tokens(prompt, **settings)]
+        samples = [list(column) for column in zip(*steps, strict=True)] if steps else []
+        return [self.tokenizer.decode(ids) for ids in samples]
+
+    def perplexity(self, texts: Sequence[str], max_tokens: int | None = None) -> float:
+        """exp of the mean negative log-likelihood per token (<eos> included) of `texts`, one segment each."""
+        self._require("lm", "perplexity")
+        segments = encode_segments(texts, self.tokenizer, self.config.data.max_len)
+        nll = mean_nll(self.model, segments, self.tokenizer, max_tokens or self.config.train.max_tokens)
+        return perplexity(nll)
+
+
+    def classify(self, images: Tensor) -> Tensor:
+        """Class probabilities (B, K) of images (B, C, H, W) with pixels in [0, 1], ink high."""
+        self._require("image", "classify")
+        with torch.inference_mode():
+            return torch.softmax(self.model(images).float(), dim=-1)
+
+    def classify_file(self, path: str | Path) -> Tensor:
+        """Class probabilities (K,) of one image file (see `data.images.read_image`)."""
+        from transformer.data.images import read_image
+
+        m = self.config.model
+        return self.classify(read_image(path, m.image_size, m.channels))[0]
+
+
+def load(model_dir: str | Path, weights: str = WEIGHTS_FILE) -> Loaded:
+    """The model directory `model_dir` (written by `transformer train` or `import-hf`), ready for inference
+    (packed weights: see nn/packed.py)."""
+    model, tokenizer, config = load_model_dir(model_dir, weights, for_decoding=True)
+    return Loaded(model, tokenizer, config)

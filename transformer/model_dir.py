@@ -1,0 +1,213 @@
+"""The model directory: what `train` and `import-hf` write and every other command reads.
+
+    config.yaml         the resolved RunConfig (`read_config`, `write_config`)
+    tokenizer.json      the tokenizer (data/tokenizer.py reads and writes it)
+    model.safetensors   the weights (`save_weights`, `load_weights`); tied weights stored once
+
+Every file is written atomically (`atomic_path`): a reader never sees half a file, and a failed write keeps
+the previous one. Training's own files (train_state.pt, checkpoints/) are training/checkpoint.py's.
+Works with any ``nn.Module``; ``torch.compile`` and DDP wrappers are unwrapped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import safetensors.torch
+import yaml
+from torch import Tensor, nn
+
+from transformer.config import RunConfig
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE = "config.yaml", "tokenizer.json", "model.safetensors"
+_WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+
+
+
+# ----------------------------------------------------------------------------------------------- files
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it replaces ``path``, on error it is removed.
+
+    Readers never see a half-written file, and a failure keeps the previous file intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)  # mkstemp makes 0600
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
+    """Write ``text`` to ``path`` atomically (temporary file in the same directory, then ``os.replace``)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding=encoding)
+
+
+def require_file(path: Path, what: str) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path} (check the path, or train a model first)")
+
+
+# --------------------------------------------------------------------------------------------- weights
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module inside ``torch.compile`` (``_orig_mod``) and DataParallel/DDP (``module``) wrappers."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _strip_prefixes(state: dict[str, Tensor], own_keys: set[str]) -> dict[str, Tensor]:
+    """Remove wrapper prefixes shared by every key (checkpoints written by other tools)."""
+    changed = True
+    while changed and state:
+        changed = False
+        for prefix in _WRAPPER_PREFIXES:
+            theirs = all(key.startswith(prefix) for key in state)
+            if theirs and not any(key.startswith(prefix) for key in own_keys):
+                state = {key[len(prefix):]: value for key, value in state.items()}
+                changed = True
+    return state
+
+
+def _alias_groups(state: Mapping[str, Tensor]) -> list[list[str]]:
+    """Names in a state dict grouped by the tensor they alias (tied weights share one group)."""
+    groups: dict[tuple, list[str]] = {}
+    for name, tensor in state.items():
+        ptr = tensor.untyped_storage().data_ptr() if tensor.numel() else 0
+        key: tuple = (name,) if ptr == 0 else (
+            tensor.device, ptr, tensor.storage_offset(), tuple(tensor.shape), tensor.stride())
+        groups.setdefault(key, []).append(name)
+    return list(groups.values())
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Save the model's weights to a safetensors file; tied weights are stored once."""
+    module = unwrap_model(model)
+    with atomic_path(path) as tmp:
+        safetensors.torch.save_model(module, str(tmp), metadata={"format": "pt"})
+    logger.info("saved weights to %s", path)
+
+
+def apply_weights(
+    model: nn.Module, state: Mapping[str, Tensor], strict: bool = True
+) -> tuple[list[str], list[str]]:
+    """Copy ``state`` into ``model``, accepting one name per group of tied weights.
+
+    Returns ``(missing, unexpected)`` key lists. Raises ValueError naming every missing and unexpected key
+    (when ``strict``) and every shape mismatch (always), instead of torch's wall of text.
+    """
+    module = unwrap_model(model)
+    own = module.state_dict()
+    state = _strip_prefixes(dict(state), set(own))
+    full: dict[str, Tensor] = {}
+    missing: list[str] = []
+    for group in _alias_groups(own):
+        present = [name for name in group if name in state]
+        if present:
+            for name in group:
+                full[name] = state[name] if name in state else state[present[0]]
+        else:
+            missing.extend(group)
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [
+        (name, tuple(value.shape), tuple(own[name].shape))
+        for name, value in full.items() if value.shape != own[name].shape
+    ]
+    if mismatched or (strict and (missing or unexpected)):
+        lines = ["checkpoint does not match the model:"]
+        if missing:
+            lines.append(f"  missing keys ({len(missing)}): {', '.join(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
+        for name, ckpt_shape, model_shape in mismatched:
+            lines.append(f"  shape mismatch {name}: checkpoint {ckpt_shape}, model {model_shape}")
+        lines.append("  (was the checkpoint written with a different config or vocabulary?)")
+        raise ValueError("\n".join(lines))
+    if missing or unexpected:
+        logger.warning("loading non-strictly: missing %s, unexpected %s", missing, unexpected)
+    module.load_state_dict(full, strict=False)
+    return missing, unexpected
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> tuple[list[str], list[str]]:
+    """Load a safetensors file written by ``save_weights`` into ``model`` (see ``apply_weights``)."""
+    path = Path(path)
+    require_file(path, "weights file")
+    return apply_weights(model, safetensors.torch.load_file(str(path), device="cpu"), strict=strict)
+
+
+def average_weights(paths: Sequence[str | os.PathLike]) -> dict[str, Tensor]:
+    """Element-wise mean of several weight files (section 6.1 checkpoint averaging).
+
+    Floating tensors are averaged in fp32 and cast back; integer tensors are taken from the last file.
+    Load the result with ``apply_weights``.
+    """
+    if not paths:
+        raise ValueError("average_weights needs at least one checkpoint path, got none")
+    paths = [Path(p) for p in paths]
+    for path in paths:
+        require_file(path, "weights file")
+    first = safetensors.torch.load_file(str(paths[0]))
+    sums = {name: t.float() if t.is_floating_point() else t.clone() for name, t in first.items()}
+    for path in paths[1:]:
+        state = safetensors.torch.load_file(str(path))
+        if set(state) != set(first):
+            raise ValueError(
+                f"{path} has different keys from {paths[0]}: only in {path.name}: "
+                f"{sorted(set(state) - set(first))}, only in {paths[0].name}: {sorted(set(first) - set(state))}"
+            )
+        for name, tensor in state.items():
+            if tensor.shape != first[name].shape:
+                raise ValueError(
+                    f"{name} has shape {tuple(tensor.shape)} in {path} but {tuple(first[name].shape)} in {paths[0]}"
+                )
+            if tensor.is_floating_point():
+                sums[name] += tensor.float()
+            else:
+                sums[name] = tensor.clone()
+    return {
+        name: (total / len(paths)).to(first[name].dtype) if first[name].is_floating_point() else total
+        for name, total in sums.items()
+    }
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+
+def read_config(model_dir: str | os.PathLike) -> RunConfig:
+    """The RunConfig a model directory was written with (config.yaml)."""
+    path = Path(model_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: {model_dir} is not a model directory (train one with `transformer train`, "
+            "or import one with `transformer import-hf`)"
+        )
+    return RunConfig.from_dict(yaml.safe_load(path.read_text(encoding="utf-8")))
+
+
+def write_config(model_dir: str | os.PathLike, config: RunConfig) -> None:
+    atomic_write_text(Path(model_dir) / CONFIG_FILE, config.to_yaml())
