@@ -302,6 +302,7 @@ class TrainConfig:
     eval_limit: int | None = None  # validate BLEU on the first N valid segments only
     average_last: int = 0  # average the weights of the last k evaluations (section 6.1); 0 = off
     snapshot_minutes: tuple[float, ...] = ()  # also keep the weights as they are after these minutes
+    init_from: str | None = None  # start from this model directory's weights (fine-tuning); new heads start fresh
 
     def __post_init__(self) -> None:
         if isinstance(self.betas, list):

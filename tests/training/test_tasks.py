@@ -101,3 +101,24 @@ def test_an_image_run_logs_accuracy_and_classifies_after_loading(corpora, tmp_pa
     probs = bundle.classify(images)
     torch.testing.assert_close(probs.sum(dim=-1), torch.ones(len(labels)))
     assert float((probs.argmax(dim=-1) == labels).float().mean()) == pytest.approx(max(valid), abs=1e-4)
+
+
+def test_init_from_starts_from_another_runs_weights_and_keeps_new_keys_fresh(corpora, tmp_path, caplog):
+    from transformer.training.trainer import Trainer
+
+    train(_config(corpora, "lm", max_steps=3), tmp_path / "pretrained", progress_bar=False)
+    source = load_file(tmp_path / "pretrained" / "model.safetensors")
+    config = _config(corpora, "lm", max_steps=3, init_from=str(tmp_path / "pretrained"))
+    with caplog.at_level("WARNING"):
+        trainer = Trainer(config, tmp_path / "finetuned", progress_bar=False)
+    state = trainer.model.state_dict()
+    for name, tensor in source.items():
+        torch.testing.assert_close(state[name], tensor, rtol=0, atol=0)
+    assert "initialized from" in caplog.text and "kept fresh (not in it): none" in caplog.text
+
+    deeper = _config(corpora, "lm", max_steps=3, init_from=str(tmp_path / "pretrained"))
+    deeper = deeper.replace(model=deeper.model.replace(n_layers=3))  # a third layer the source does not have
+    trainer = Trainer(deeper, tmp_path / "deeper", progress_bar=False)
+    assert "stack.layers.2.ff.fc1.weight" in caplog.text  # listed as kept fresh
+    torch.testing.assert_close(trainer.model.state_dict()["stack.layers.0.ff.fc1.weight"],
+                               source["stack.layers.0.ff.fc1.weight"], rtol=0, atol=0)

@@ -22,7 +22,15 @@ import torch
 from tqdm import tqdm
 
 from transformer.config import RunConfig
-from transformer.model_dir import apply_weights, average_weights, read_config, save_weights, write_config
+from transformer.model_dir import (
+    WEIGHTS_FILE,
+    apply_weights,
+    average_weights,
+    load_weights,
+    read_config,
+    save_weights,
+    write_config,
+)
 from transformer.training.checkpoint import load_train_state, save_train_state
 from transformer.training.memory import bound_kernel_caches, release_free_memory
 from transformer.training.schedule import learning_rate, make_optimizer, set_learning_rate
@@ -69,6 +77,8 @@ class Trainer:
         self.config = self.task.config  # vocabulary and special ids resolved against the tokenizer
         write_config(self.out, self.config)
         self.model = self.task.build_model()
+        if train_cfg.init_from and not resume:
+            self._init_from(Path(train_cfg.init_from))
         self.optimizer = make_optimizer(
             self.model, train_cfg.lr, train_cfg.betas, train_cfg.adam_eps, train_cfg.weight_decay
         )
@@ -98,6 +108,13 @@ class Trainer:
             raise ValueError(
                 f"{self.out} already holds a training run; pass --resume to continue it, or choose another --out"
             )
+
+    def _init_from(self, model_dir: Path) -> None:
+        """Start from the weights of another model directory: the keys both models have are copied (their shapes
+        must agree); the model's other keys (a new head) keep their fresh initialization. Both lists are logged."""
+        missing, unexpected = load_weights(self.model, model_dir / WEIGHTS_FILE, strict=False)
+        logger.warning("initialized from %s: %d tensors copied; kept fresh (not in it): %s; not used (only in it): %s",
+                       model_dir, len(self.model.state_dict()) - len(missing), missing or "none", unexpected or "none")
 
     def _load_state(self) -> None:
         """Restore weights, optimizer, RNG and progress. The learning rate is a function of the progress, so
