@@ -91,7 +91,7 @@ def load_yaml(path: str) -> dict[str, Any]:
 
 
 # model.type: the encoder-decoder of the paper, and its descendants built from the same blocks (models/build.py).
-MODEL_TYPES = ("encoder_decoder", "decoder_only", "vision")
+MODEL_TYPES = ("encoder_decoder", "decoder_only", "encoder_only", "vision")
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,8 @@ class ModelConfig:
     """Hyperparameters of a Transformer, named as in the paper.
 
     `type` is the architecture: "encoder_decoder" (the paper's, Figure 1), "decoder_only" (GPT: one stack of
-    encoder layers under a causal mask) or "vision" (ViT: the encoder over image patches). A single-stack
+    encoder layers under a causal mask), "encoder_only" (BERT: the encoder with an MLM head) or "vision" (ViT:
+    the encoder over image patches). A single-stack
     model has `n_layers` layers (a preset gives it its encoder's depth) and one vocabulary, `tgt_vocab_size`;
     the encoder/decoder depths and `src_vocab_size` are the encoder-decoder's; `image_size`, `patch_size`,
     `channels` and `n_classes` the vision model's.
@@ -113,7 +114,7 @@ class ModelConfig:
     d_ff: int = 2048
     n_encoder_layers: int = 6
     n_decoder_layers: int = 6
-    n_layers: int | None = None  # the one stack of a single-stack model (decoder_only, vision)
+    n_layers: int | None = None  # the one stack of a single-stack model (decoder_only, encoder_only, vision)
     dropout: float = 0.1  # P_drop on sublayer outputs and on embeddings + positions (section 5.4)
     attention_dropout: float = 0.0
     activation_dropout: float = 0.0
@@ -135,7 +136,8 @@ class ModelConfig:
     image_size: int = 0  # vision: the side of the (square) input image, in pixels
     patch_size: int = 0  # vision: the side of a patch; it divides image_size
     channels: int = 1  # vision: colour channels of the image
-    n_classes: int = 0  # vision: the classes of the head
+    n_classes: int = 0  # vision, encoder_only: the classes of the head (encoder_only: 0 = none)
+    type_vocab_size: int = 0  # encoder_only: token types (BERT's segments A and B: 2); 0 = none
 
     def __post_init__(self) -> None:
         _check(self.type in MODEL_TYPES, f"model.type={self.type!r}: use {_one_of(MODEL_TYPES)}")

@@ -6,6 +6,7 @@ from torch import nn
 
 from transformer.config import ModelConfig
 from transformer.models.decoder_only import DecoderOnly
+from transformer.models.encoder_only import EncoderOnly
 from transformer.models.seq2seq import EncoderDecoder
 from transformer.models.vision import VisionTransformer
 from transformer.nn.layers import Decoder, DecoderLayer, Encoder, EncoderLayer
@@ -63,13 +64,19 @@ def _output_projection(c: ModelConfig, tokens: TokenEmbedding) -> nn.Linear:
     return output_proj
 
 
-def build_model(config: ModelConfig) -> EncoderDecoder | DecoderOnly | VisionTransformer:
+def build_model(config: ModelConfig) -> EncoderDecoder | DecoderOnly | EncoderOnly | VisionTransformer:
     """The model `config.type` names, with Xavier-uniform linear weights and N(0, d^-1/2) embeddings."""
     c = config
     if c.type == "vision":
         stack = _stack(c, Encoder, c.n_layers)  # every patch sees every other: no mask
         _init_linears(stack)
         return VisionTransformer(c.image_size, c.patch_size, c.channels, c.n_classes, stack, c.d_model, c.dropout)
+    if c.type == "encoder_only":
+        tokens = TokenEmbedding(c.tgt_vocab_size, c.d_model, c.pad_id, c.scale_embedding)
+        stack = _stack(c, Encoder, c.n_layers)  # a padding mask only: every token sees the whole segment
+        _init_linears(stack)
+        return EncoderOnly(_embedding(c, tokens), stack, _output_projection(c, tokens), c.d_model,
+                           c.type_vocab_size, c.n_classes, c.dropout, c.layer_norm_eps, pad_id=c.pad_id)
     if c.type == "decoder_only":
         tokens = TokenEmbedding(c.tgt_vocab_size, c.d_model, c.pad_id, c.scale_embedding)
         stack = _stack(c, Encoder, c.n_layers)  # encoder layers; the model gives them a causal mask
