@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tests.corpus import image_config, lm_config, run_config, write_corpus, write_text_corpus
+from tests.corpus import image_config, lm_config, mlm_config, run_config, write_corpus, write_text_corpus
 from transformer.config import RunConfig
 
 # The tests use tiny tensors, for which one thread is faster than two keeping in step.
@@ -40,3 +40,10 @@ def lm_dir(tmp_path_factory):
 def vit_dir(tmp_path_factory):
     """A Vision Transformer's directory from 20 training updates on the digits."""
     return _trained(tmp_path_factory, image_config(max_steps=20, eval_every=20), "vit")
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory):
+    """An encoder-only (mlm) model's directory from 20 training updates on the tiny text corpus."""
+    corpus = write_text_corpus(tmp_path_factory.mktemp("text"))
+    return _trained(tmp_path_factory, mlm_config(corpus, max_steps=20, eval_every=20), "bert")

@@ -72,3 +72,11 @@ def image_config(**train) -> dict:
         "train": {"max_steps": 6, "batch_size": 64, "eval_every": 3, "log_every": 2, "warmup": 4, "lr": 3e-3,
                   "seed": 1, **train},
     }
+
+
+def mlm_config(root: Path, **train) -> dict:
+    """A config tree for a tiny BERT-like encoder-only model on the text corpus in `root`."""
+    tree = lm_config(root, **train)
+    tree["task"] = "mlm"
+    tree["model"] |= {"layernorm_embedding": True, "output_bias": True, "scale_embedding": False}
+    return tree

@@ -154,3 +154,15 @@ def test_predict_classifies_an_image_file_as_the_model_does_its_array(vit_dir, t
                                                                                                  abs=1e-4)
     assert main(["predict", "--model", str(vit_dir), str(tmp_path / "missing.png")]) == 2
     assert "no such image file" in capsys.readouterr().err
+
+
+def test_embed_writes_one_json_vector_a_line_and_evaluate_an_mlm_its_perplexity(bert_dir, tmp_path, capsys):
+    (tmp_path / "in.txt").write_text("the king wept.\nhis son sat by the river.\n")
+    assert main(["embed", "--model", str(bert_dir), "--input", str(tmp_path / "in.txt"), "--normalize"]) == 0
+    vectors = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(vectors) == 2 and len(vectors[0]) == 64
+    assert sum(x * x for x in vectors[0]) == pytest.approx(1.0, abs=1e-4)
+    assert main(["evaluate", "--model", str(bert_dir), "--split", "test"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["n"] == 16 and 1 < record["perplexity"] < 300
+    assert main(["embed", "--model", str(bert_dir.parent.parent), "--input", str(tmp_path / "in.txt")]) == 2

@@ -22,6 +22,7 @@ from transformer.evaluation.metrics import perplexity
 from transformer.evaluation.perplexity import mean_nll
 from transformer.inference import load_model_dir, translate
 from transformer.model_dir import WEIGHTS_FILE
+from transformer.training.tasks.mlm import masked_nll
 
 
 @dataclass
@@ -67,12 +68,29 @@ class Loaded:
         return [self.tokenizer.decode(ids) for ids in samples]
 
     def perplexity(self, texts: Sequence[str], max_tokens: int | None = None) -> float:
-        """exp of the mean negative log-likelihood per token (<eos> included) of `texts`, one segment each."""
-        self._require("lm", "perplexity")
+        """exp of the mean negative log-likelihood per predicted token of `texts`, one segment each: every next
+        token (<eos> included) for a language model, the masked tokens under a fixed masking for an mlm one."""
+        if self.task not in ("lm", "mlm"):
+            raise ValueError(f"perplexity needs a model trained for task 'lm' or 'mlm'; this one was trained for "
+                             f"{self.task!r}")
         segments = encode_segments(texts, self.tokenizer, self.config.data.max_len)
-        nll = mean_nll(self.model, segments, self.tokenizer, max_tokens or self.config.train.max_tokens)
-        return perplexity(nll)
+        score = mean_nll if self.task == "lm" else masked_nll
+        return perplexity(score(self.model, segments, self.tokenizer, max_tokens or self.config.train.max_tokens))
 
+
+    def embed(self, texts: Sequence[str], normalize: bool = False, batch_size: int = 64) -> Tensor:
+        """Sentence embeddings (N, D) of an encoder-only model: the mean of each text's non-pad token states
+        (<bos> and <eos> included), L2-normalized when `normalize`."""
+        self._require("mlm", "embed")
+        from transformer.data.batching import pad_ids
+
+        tok, rows = self.tokenizer, []
+        encoded = tok.encode_batch(list(texts), max_len=self.config.data.max_len)
+        ids = [[tok.bos_id, *row, tok.eos_id] for row in encoded]
+        with torch.inference_mode():
+            for start in range(0, len(ids), batch_size):
+                rows.append(self.model.embed_mean(pad_ids(ids[start : start + batch_size], tok.pad_id), normalize))
+        return torch.cat(rows) if rows else torch.empty(0, self.config.model.d_model)
 
     def classify(self, images: Tensor) -> Tensor:
         """Class probabilities (B, K) of images (B, C, H, W) with pixels in [0, 1], ink high."""

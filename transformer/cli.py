@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--tgt", required=True, help="target translation code")
     export.add_argument("--out", required=True, type=Path, help="output directory")
 
-    train = commands.add_parser("train", help="train a model (its config's task: translation, lm, image)")
+    train = commands.add_parser("train", help="train a model (its config's task: translation, lm, mlm, image)")
     train.add_argument("config", help="YAML config (see configs/)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="A.B=C",
                        help="override a config value, e.g. --set train.max_steps=100 (repeatable)")
@@ -67,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--top-p", type=float, help="draw from the nucleus of probability mass p, in (0, 1]")
     generate.add_argument("--num-samples", type=int, default=1, help="continuations to draw (default: 1)")
     generate.add_argument("--seed", type=int, help="seed of the draws: the same seed gives the same text")
+    embed = commands.add_parser("embed", help="sentence embeddings of an encoder-only model (task: mlm): a line "
+                                              "in, a JSON list out (the mean of its token states)")
+    embed.add_argument("--model", required=True, type=Path, help="model directory of an encoder-only model")
+    embed.add_argument("--input", type=Path, help="input file, one text a line (default: stdin)")
+    embed.add_argument("--normalize", action="store_true", help="L2-normalize each vector")
     predict = commands.add_parser("predict", help="classify image files with an image model (task: image), "
                                                   "a JSON line each")
     predict.add_argument("--model", required=True, type=Path, help="model directory of an image model")
@@ -188,7 +193,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     if task != "translation" and args.engine != "torch":
         raise ValueError(f"--engine {args.engine} translates; a model for task {task!r} is evaluated with "
                          "--engine torch")
-    if task == "lm":
+    if task in ("lm", "mlm"):
         return _evaluate_lm(args)
     if task == "image":
         return _evaluate_image(args)
@@ -241,6 +246,19 @@ def _evaluate_image(args: argparse.Namespace) -> None:
     print(f"accuracy {accuracy:.4f} ({round(accuracy * len(labels))} of {len(labels)} {args.split} images), "
           f"cross-entropy {loss:.4f}")
     print(json.dumps({"accuracy": round(accuracy, 4), "n": len(labels), "split": args.split}))
+
+
+def _cmd_embed(args: argparse.Namespace) -> None:
+    from transformer.api import load
+
+    bundle = load(args.model)
+    if bundle.task != "mlm":
+        raise ValueError(f"{args.model} holds a model for task {bundle.task!r}; embed needs an encoder-only model "
+                         "(task 'mlm')")
+    source = args.input.read_text(encoding="utf-8") if args.input else sys.stdin.read()
+    vectors = bundle.embed(source.splitlines(), normalize=args.normalize)
+    for vector in vectors.tolist():
+        print(json.dumps([round(x, 6) for x in vector]))
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
@@ -326,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     handler = {"data": _cmd_data, "train": _cmd_train, "translate": _cmd_translate, "evaluate": _cmd_evaluate,
-               "generate": _cmd_generate, "predict": _cmd_predict, "export-onnx": _cmd_export_onnx,
+               "generate": _cmd_generate, "predict": _cmd_predict, "embed": _cmd_embed, "export-onnx": _cmd_export_onnx,
                "export-ct2": _cmd_export_ct2, "import-hf": _cmd_import_hf}
     try:
         handler[args.command](args)

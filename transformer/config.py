@@ -348,7 +348,8 @@ class DecodeConfig:
 
 
 # task: what a run trains the model to do, and the model type each task trains (training/tasks/).
-TASK_MODEL_TYPES = {"translation": "encoder_decoder", "lm": "decoder_only", "image": "vision"}
+TASK_MODEL_TYPES = {"translation": "encoder_decoder", "lm": "decoder_only", "mlm": "encoder_only",
+                    "image": "vision"}
 
 
 @dataclass(frozen=True)
@@ -366,8 +367,9 @@ class RunConfig:
         wanted = TASK_MODEL_TYPES[self.task]
         _check(self.model.type == wanted, f"task={self.task!r} trains a model.type={wanted!r}, but model.type="
                f"{self.model.type!r}; set model.type={wanted}")
-        _check(self.task != "lm" or self.data.corpus in ("bible", "text"),
-               f"task='lm' reads data.corpus='bible' or 'text' (one segment a line), not {self.data.corpus!r}")
+        _check(self.task not in ("lm", "mlm") or self.data.corpus in ("bible", "text"),
+               f"task={self.task!r} reads data.corpus='bible' or 'text' (one segment a line), not "
+               f"{self.data.corpus!r}")
         _check((self.task == "image") == (self.data.corpus == "digits"),
                f"task={self.task!r} and data.corpus={self.data.corpus!r} do not fit: the image task reads "
                "data.corpus='digits', and only it does")

@@ -147,3 +147,10 @@ def test_split_han_keeps_merges_inside_one_han_character() -> None:
     latin = "In the beginning, Gott schuf: В начале."  # text without Han is pre-tokenized as before
     pieces = [tok.hf_tokenizer.pre_tokenizer.pre_tokenize_str(latin) for tok in (plain, split)]
     assert pieces[0] == pieces[1]
+
+
+def test_a_masked_lm_tokenizer_reserves_mask_as_id_4_and_others_do_not_have_it():
+    texts = ["the king went to the city", "a woman wept by the river"] * 20
+    plain, masked = train_bpe(texts, 300, 1), train_bpe(texts, 300, 1, mask=True)
+    assert plain.mask_id is None and masked.mask_id == 4
+    assert masked.encode("the <mask> went") != [*masked.encode("the "), 4, *masked.encode(" went")]  # plain text

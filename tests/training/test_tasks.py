@@ -8,12 +8,13 @@ import torch
 from safetensors.torch import load_file
 
 import transformer
-from tests.corpus import image_config, lm_config, run_config, write_corpus, write_text_corpus
+from tests.corpus import image_config, lm_config, mlm_config, run_config, write_corpus, write_text_corpus
 from transformer.config import RunConfig
 from transformer.models import DecoderOnly
 from transformer.training.trainer import _progress_fields, train
 
 CONFIGS = {"translation": (write_corpus, run_config), "lm": (write_text_corpus, lm_config),
+           "mlm": (write_text_corpus, mlm_config),
            "image": (None, lambda root, **train: image_config(**train))}  # the digits come with scikit-learn
 
 
@@ -74,7 +75,7 @@ def test_a_progress_record_of_a_translation_run_from_before_the_tasks_still_resu
 
 @pytest.mark.parametrize(("tree", "message"), [
     ({"task": "lm", "model": {"type": "encoder_decoder"}}, "task='lm' trains a model.type='decoder_only'"),
-    ({"task": "poetry"}, "task='poetry': use 'translation', 'lm' or 'image'"),
+    ({"task": "poetry"}, "task='poetry': use 'translation', 'lm', 'mlm' or 'image'"),
     ({"task": "image", "model": {"n_layers": 1, "image_size": 8, "patch_size": 2, "n_classes": 10}},
      "the image task reads data.corpus='digits'"),
     ({"task": "lm", "model": {"n_layers": 1}, "data": {"corpus": "tsv", "train_tsv": "x"}},
@@ -122,3 +123,16 @@ def test_init_from_starts_from_another_runs_weights_and_keeps_new_keys_fresh(cor
     assert "stack.layers.2.ff.fc1.weight" in caplog.text  # listed as kept fresh
     torch.testing.assert_close(trainer.model.state_dict()["stack.layers.0.ff.fc1.weight"],
                                source["stack.layers.0.ff.fc1.weight"], rtol=0, atol=0)
+
+
+def test_a_masked_language_model_run_logs_perplexity_over_the_masked_tokens(corpora, tmp_path):
+    train(_config(corpora, "mlm", max_steps=40, eval_every=20, log_every=10), tmp_path / "bert", progress_bar=False)
+    records = [json.loads(line) for line in (tmp_path / "bert" / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in records if "valid_perplexity" in r]
+    assert [r["step"] for r in valid] == [20, 40]
+    assert valid[-1]["valid_perplexity"] < valid[0]["valid_perplexity"] < 300
+    bundle = transformer.load(tmp_path / "bert")
+    assert bundle.task == "mlm" and bundle.tokenizer.mask_id == 4
+    vectors = bundle.embed(["the king went to the city.", "a woman wept."], normalize=True)
+    assert vectors.shape == (2, 64)
+    torch.testing.assert_close(vectors.norm(dim=-1), torch.ones(2))

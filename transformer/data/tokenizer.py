@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["SPECIAL_TOKENS", "Tokenizer", "train_bpe"]
 
 SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<bos>", "<eos>", "<unk>")  # ids 0, 1, 2, 3
+MASK_TOKEN = "<mask>"  # id 4 in the tokenizers of masked-language-model runs (train_bpe(..., mask=True)) only
 _N_BYTES = 256
 TOKENIZER_FILE = "tokenizer.json"
 TARGET_PREFIX = "target_"  # target_tokenizer.json, next to tokenizer.json
@@ -103,6 +104,11 @@ class Tokenizer:
     def unk_id(self) -> int | None:
         """Id of "<unk>" on the source side (3 for ours), None if it has no such token."""
         return self._hf.token_to_id("<unk>")
+
+    @property
+    def mask_id(self) -> int | None:
+        """The id of <mask> (tokenizers trained for masked language modelling), else None."""
+        return self._hf.token_to_id(MASK_TOKEN)
 
     @property
     def vocab_size(self) -> int:
@@ -200,7 +206,7 @@ def _check_our_specials(hf_tokenizer: HFTokenizer) -> None:
 
 
 def train_bpe(
-    texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2, split_han: bool = True
+    texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2, split_han: bool = True, mask: bool = False
 ) -> Tokenizer:
     """Train a byte-level BPE on `texts` (for a joint vocabulary pass sources and targets together).
 
@@ -208,13 +214,15 @@ def train_bpe(
     spaces a whole clause is one pre-token that the merges cut up by frequency alone. `split_han` (the
     default) makes each Han character (Chinese, and the kanji of Japanese) a pre-token of its own first, as
     BERT's tokenizer does: merges then build characters from their bytes but never cross them (Chinese →
-    English: docs/RESULTS.md). Decoding is exact either way.
+    English: docs/RESULTS.md). Decoding is exact either way. `mask` reserves <mask> as id 4 too (masked
+    language modelling); without it the vocabulary is exactly what it was before <mask> existed.
     """
-    minimum = _N_BYTES + len(SPECIAL_TOKENS)
+    specials = [*SPECIAL_TOKENS, MASK_TOKEN] if mask else list(SPECIAL_TOKENS)
+    minimum = _N_BYTES + len(specials)
     if vocab_size <= minimum:
         raise ValueError(
             f"vocab_size={vocab_size} leaves no room for merges: the 256 byte tokens and "
-            f"{len(SPECIAL_TOKENS)} specials take {minimum}; use vocab_size > {minimum} (e.g. 8000)"
+            f"{len(specials)} specials take {minimum}; use vocab_size > {minimum} (e.g. 8000)"
         )
     if min_frequency < 1:
         raise ValueError(f"min_frequency={min_frequency} must be at least 1")
@@ -226,7 +234,7 @@ def train_bpe(
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
-        special_tokens=list(SPECIAL_TOKENS),
+        special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )

@@ -277,6 +277,17 @@ def next_token_loss(
                            targets, pad_id, epsilon, summed)
 
 
+def masked_token_loss(
+    model: nn.Module, inputs: Tensor, targets: Tensor, pad_id: int, epsilon: float = 0.0, *, summed: bool = False
+) -> tuple[Tensor, int]:
+    """The loss of an encoder-only model predicting the original tokens `targets` (B, T) at its masked
+    positions (`pad_id` elsewhere: not counted) from `inputs` (B, T), as ``(loss, n_tokens)``: through its
+    ``mlm_states`` and the fused projection and loss, as ``teacher_forced_loss``."""
+    states = getattr(model, "mlm_states", None)
+    return _projected_loss(model, None if states is None else lambda: states(inputs), lambda: model(inputs),
+                           targets, pad_id, epsilon, summed)
+
+
 def _projected_loss(
     model: nn.Module,
     states: Callable[[], Tensor] | None,

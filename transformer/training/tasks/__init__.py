@@ -8,9 +8,11 @@ from transformer.config import RunConfig
 from transformer.training.tasks.base import Task
 from transformer.training.tasks.image import ImageTask
 from transformer.training.tasks.lm import LanguageModelTask
+from transformer.training.tasks.mlm import MaskedLanguageModelTask
 from transformer.training.tasks.translation import TranslationTask
 
-TASKS: dict[str, type[Task]] = {"translation": TranslationTask, "lm": LanguageModelTask, "image": ImageTask}
+TASKS: dict[str, type[Task]] = {"translation": TranslationTask, "lm": LanguageModelTask,
+                                "mlm": MaskedLanguageModelTask, "image": ImageTask}
 
 
 def make_task(config: RunConfig, out: Path, resume: bool) -> Task:
@@ -18,4 +20,4 @@ def make_task(config: RunConfig, out: Path, resume: bool) -> Task:
     return TASKS[config.task](config, out, resume)
 
 
-__all__ = ["TASKS", "ImageTask", "LanguageModelTask", "Task", "TranslationTask", "make_task"]
+__all__ = ["TASKS", "ImageTask", "LanguageModelTask", "MaskedLanguageModelTask", "Task", "TranslationTask", "make_task"]

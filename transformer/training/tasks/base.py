@@ -36,14 +36,15 @@ class Task(ABC):
         self.config, self.out, self.resume = config, out, resume
 
     # --- set-up, shared -------------------------------------------------------------------------------
-    def _tokenizer(self, texts: list[str]) -> Tokenizer:
-        """The run's tokenizer: trained on `texts` and saved, or, when resuming, the one saved before."""
+    def _tokenizer(self, texts: list[str], mask: bool = False) -> Tokenizer:
+        """The run's tokenizer: trained on `texts` (with <mask> when `mask`) and saved, or, when resuming, the
+        one saved before."""
         path = self.out / TOKENIZER_FILE
         if self.resume:
             return Tokenizer.load(path)
         data = self.config.data
         logger.info("training a BPE vocabulary of %d on %d segments", data.vocab_size, len(texts))
-        tokenizer = train_bpe(texts, data.vocab_size, data.min_frequency, split_han=data.split_han)
+        tokenizer = train_bpe(texts, data.vocab_size, data.min_frequency, split_han=data.split_han, mask=mask)
         tokenizer.save(path)
         return tokenizer
 

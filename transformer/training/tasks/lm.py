@@ -22,12 +22,15 @@ from transformer.training.tasks.base import Task
 
 class LanguageModelTask(Task):
     metric, higher_is_better = "perplexity", False
+    masked = False  # whether the tokenizer reserves <mask> (the mlm task, which shares this data handling)
 
     def __init__(self, config: RunConfig, out: Path, resume: bool):
         super().__init__(config, out, resume)
         data, t = config.data, config.train
         texts = load_texts(data, "train")
-        self.tokenizer = self._tokenizer(texts)
+        self.tokenizer = self._tokenizer(texts, mask=self.masked)
+        if self.masked and self.tokenizer.mask_id is None:
+            raise ValueError(f"the tokenizer in {out} has no <mask> token; start a new run for the mlm task")
         self.config = self._resolve(self.tokenizer)
         self.segments = encode_segments(texts, self.tokenizer, data.max_len)
         valid = load_texts(data, "valid")
@@ -59,8 +62,11 @@ class LanguageModelTask(Task):
         return bool(self.valid_segments)
 
     def validate(self, model: nn.Module) -> dict[str, float]:
-        nll = mean_nll(model, self.valid_segments, self.tokenizer, self.config.train.max_tokens)
+        nll = self._valid_nll(model)
         return {"valid_loss": round(nll, 4), "valid_perplexity": round(perplexity(nll), 3)}
 
     def valid_metric(self, model: nn.Module) -> float:
-        return perplexity(mean_nll(model, self.valid_segments, self.tokenizer, self.config.train.max_tokens))
+        return perplexity(self._valid_nll(model))
+
+    def _valid_nll(self, model: nn.Module) -> float:
+        return mean_nll(model, self.valid_segments, self.tokenizer, self.config.train.max_tokens)
