@@ -1,4 +1,5 @@
-"""Typed, frozen configuration: ModelConfig (here), plus YAML loading and `--set a.b=c` overrides.
+"""Typed, frozen configuration: ModelConfig, DataConfig, TrainConfig, DecodeConfig and RunConfig (YAML loading
+and `--set a.b=c` overrides: config_tree.py).
 
 Every dataclass validates itself in __post_init__ and raises ValueError naming the offending values.
 """
@@ -6,88 +7,26 @@ Every dataclass validates itself in __post_init__ and raises ValueError naming t
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
+from transformer.config_tree import (  # noqa: F401  (apply_overrides, check_override_sections: re-exported)
+    apply_overrides,
+    check,
+    check_known,
+    check_override_sections,
+    from_dict,
+    load_yaml,
+    one_of,
+    to_dict,
+)
 from transformer.special_ids import check_special_ids
-
-T = TypeVar("T")
-
 
 # The feed-forward activations a model may name (transformer/nn/layers.py::ACTIVATIONS implements them; a test
 # keeps the two equal). "swish" is x * sigmoid(x), used by the OPUS-MT Marian models.
 ACTIVATION_NAMES = ("relu", "gelu", "swish")
-
-
-def _one_of(names: tuple[str, ...]) -> str:
-    """'a', 'b' or 'c'."""
-    quoted = [repr(n) for n in names]
-    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
-
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
-
-
-def from_dict(cls: type[T], values: dict[str, Any], where: str) -> T:
-    """Build dataclass `cls` from a dict; an unknown key is an error that suggests the closest name."""
-    _check_known(values, [f.name for f in dataclasses.fields(cls)], f"config key {where}.")  # type: ignore[arg-type]
-    return cls(**values)
-
-
-def _check_known(values: dict[str, Any], names: list[str], what: str) -> None:
-    """Raise for the first key not in `names`, suggesting the closest one (or listing them all)."""
-    for key in values:
-        if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            prefix = what.rpartition(" ")[2]
-            hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid: {', '.join(names)}"
-            raise ValueError(f"unknown {what}{key}{hint}")
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
-
-
-def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `a.b=c` overrides to a nested dict; values are parsed as YAML (so 3, 0.1, true, [1, 2] work)."""
-    tree = {k: (dict(v) if isinstance(v, dict) else v) for k, v in tree.items()}
-    for item in overrides:
-        path, sep, raw = item.partition("=")
-        if not sep or not path:
-            raise ValueError(f"override {item!r} is not of the form section.key=value, e.g. train.max_steps=100")
-        *parents, leaf = path.split(".")
-        node = tree
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"override {item!r}: {part!r} is a value, not a section")
-        node[leaf] = yaml.safe_load(raw)
-    return tree
-
-
-def check_override_sections(overrides: list[str], sections: tuple[str, ...], reason: str) -> None:
-    """Raise ValueError for the first `section.key=value` override outside `sections`, naming it and them."""
-    for item in overrides:
-        section = item.partition("=")[0].partition(".")[0]
-        if section not in sections:
-            settable = " and ".join(f"{name}.*" for name in sections)
-            raise ValueError(f"override {item!r}: only {settable} can be set ({reason})")
-
-
-def load_yaml(path: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            tree = yaml.safe_load(f) or {}
-    except FileNotFoundError:
-        raise FileNotFoundError(f"config file {path!r} not found; presets live in configs/") from None
-    if not isinstance(tree, dict):
-        raise ValueError(f"config file {path!r} must hold a mapping of sections, got {type(tree).__name__}")
-    return tree
 
 
 # model.type: the encoder-decoder of the paper, and its descendants built from the same blocks (models/build.py).
@@ -140,38 +79,38 @@ class ModelConfig:
     type_vocab_size: int = 0  # encoder_only: token types (BERT's segments A and B: 2); 0 = none
 
     def __post_init__(self) -> None:
-        _check(self.type in MODEL_TYPES, f"model.type={self.type!r}: use {_one_of(MODEL_TYPES)}")
+        check(self.type in MODEL_TYPES, f"model.type={self.type!r}: use {one_of(MODEL_TYPES)}")
         for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff", "max_positions"):
-            _check(getattr(self, name) > 0, f"model.{name}={getattr(self, name)} must be positive")
+            check(getattr(self, name) > 0, f"model.{name}={getattr(self, name)} must be positive")
         if self.type == "encoder_decoder":
-            _check(self.n_encoder_layers >= 0 and self.n_decoder_layers > 0,
+            check(self.n_encoder_layers >= 0 and self.n_decoder_layers > 0,
                    f"need n_encoder_layers >= 0 and n_decoder_layers > 0, got "
                    f"{self.n_encoder_layers} and {self.n_decoder_layers}")
         else:
-            _check(isinstance(self.n_layers, int) and self.n_layers > 0,
+            check(isinstance(self.n_layers, int) and self.n_layers > 0,
                    f"model.type={self.type!r} needs model.n_layers > 0 (the depth of its one stack), "
                    f"got {self.n_layers!r}")
         if self.type == "vision":
-            _check(self.image_size > 0 and self.patch_size > 0 and self.image_size % self.patch_size == 0,
+            check(self.image_size > 0 and self.patch_size > 0 and self.image_size % self.patch_size == 0,
                    f"model.image_size={self.image_size} and model.patch_size={self.patch_size} must be positive, "
                    "the patch size dividing the image size")
-            _check(self.channels > 0 and self.n_classes >= 2,
+            check(self.channels > 0 and self.n_classes >= 2,
                    f"model.channels={self.channels} must be positive and model.n_classes={self.n_classes} >= 2")
-        _check(self.d_model % self.n_heads == 0,
+        check(self.d_model % self.n_heads == 0,
                f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "
                f"choose n_heads that divides d_model (d_head = d_model // n_heads)")
         for name in ("dropout", "attention_dropout", "activation_dropout"):
-            _check(0.0 <= getattr(self, name) < 1.0, f"model.{name}={getattr(self, name)} must be in [0, 1)")
-        _check(self.activation in ACTIVATION_NAMES,
-               f"model.activation={self.activation!r}: use {_one_of(ACTIVATION_NAMES)}")
-        _check(self.positional in ("sinusoidal", "learned"),
+            check(0.0 <= getattr(self, name) < 1.0, f"model.{name}={getattr(self, name)} must be in [0, 1)")
+        check(self.activation in ACTIVATION_NAMES,
+               f"model.activation={self.activation!r}: use {one_of(ACTIVATION_NAMES)}")
+        check(self.positional in ("sinusoidal", "learned"),
                f"model.positional={self.positional!r}: use 'sinusoidal' or 'learned'")
-        _check(self.position_offset >= 0 and (self.position_offset == 0 or self.positional == "learned"),
+        check(self.position_offset >= 0 and (self.position_offset == 0 or self.positional == "learned"),
                f"model.position_offset={self.position_offset} needs positional='learned' and must be >= 0 "
                f"(got positional={self.positional!r})")
-        _check(self.positional != "sinusoidal" or self.d_model % 2 == 0,
+        check(self.positional != "sinusoidal" or self.d_model % 2 == 0,
                f"sinusoidal positions need an even d_model, got {self.d_model}")
-        _check(self.single_stack or not self.share_embeddings or self.src_vocab_size == self.tgt_vocab_size,
+        check(self.single_stack or not self.share_embeddings or self.src_vocab_size == self.tgt_vocab_size,
                f"share_embeddings needs one joint vocabulary, but src_vocab_size={self.src_vocab_size} "
                f"!= tgt_vocab_size={self.tgt_vocab_size}; set share_embeddings=false or use a joint tokenizer")
         smaller = ("src_vocab_size" if self.src_vocab_size <= self.tgt_vocab_size and not self.single_stack
@@ -261,19 +200,19 @@ class DataConfig:
         object.__setattr__(self, "src", str(self.src))  # YAML reads the Bible code 2 as a number
         object.__setattr__(self, "tgt", str(self.tgt))
         object.__setattr__(self, "translations", tuple(str(code) for code in self.translations))
-        _check(self.corpus in CORPORA, f"data.corpus={self.corpus!r}: use 'bible', 'files' (src/tgt text files), "
+        check(self.corpus in CORPORA, f"data.corpus={self.corpus!r}: use 'bible', 'files' (src/tgt text files), "
                "'tsv', 'text' (one segment a line, for the lm task) or 'digits' (the image task)")
         if self.corpus == "text":
-            _check(bool(self.train_text), "data.corpus='text' needs data.train_text (one segment a line)")
+            check(bool(self.train_text), "data.corpus='text' needs data.train_text (one segment a line)")
         if self.corpus == "files":
-            _check(bool(self.train_src and self.train_tgt),
+            check(bool(self.train_src and self.train_tgt),
                    "data.corpus='files' needs data.train_src and data.train_tgt (one segment a line)")
         if self.corpus == "tsv":
-            _check(bool(self.train_tsv), "data.corpus='tsv' needs data.train_tsv (source<TAB>target a line)")
-        _check(isinstance(self.split_han, bool), f"data.split_han={self.split_han!r}: use true or false")
-        _check(isinstance(self.max_shift, int) and self.max_shift >= 0,
+            check(bool(self.train_tsv), "data.corpus='tsv' needs data.train_tsv (source<TAB>target a line)")
+        check(isinstance(self.split_han, bool), f"data.split_han={self.split_han!r}: use true or false")
+        check(isinstance(self.max_shift, int) and self.max_shift >= 0,
                f"data.max_shift={self.max_shift!r} must be an integer >= 0 (pixels; 0 = no augmentation)")
-        _check(self.vocab_size > 0 and self.max_len > 0 and self.min_frequency > 0,
+        check(self.vocab_size > 0 and self.max_len > 0 and self.min_frequency > 0,
                f"data.vocab_size={self.vocab_size}, data.max_len={self.max_len} and "
                f"data.min_frequency={self.min_frequency} must be positive")
 
@@ -311,24 +250,24 @@ class TrainConfig:
             object.__setattr__(self, "betas", tuple(self.betas))
         if isinstance(self.snapshot_minutes, list):
             object.__setattr__(self, "snapshot_minutes", tuple(self.snapshot_minutes))
-        _check(any(x is not None for x in (self.max_steps, self.max_minutes, self.max_epochs)),
+        check(any(x is not None for x in (self.max_steps, self.max_minutes, self.max_epochs)),
                "set at least one of train.max_steps, train.max_minutes, train.max_epochs")
         for name in ("max_steps", "max_minutes", "max_epochs"):
             value = getattr(self, name)
-            _check(value is None or value > 0,
+            check(value is None or value > 0,
                    f"train.{name}={value} must be > 0 (a budget of nothing trains nothing); raise it, "
                    "or leave it unset (null) to let the other budgets decide")
-        _check(self.max_tokens > 0 and self.batch_size > 0 and self.accumulate > 0 and self.warmup > 0,
+        check(self.max_tokens > 0 and self.batch_size > 0 and self.accumulate > 0 and self.warmup > 0,
                f"train.max_tokens={self.max_tokens}, batch_size={self.batch_size}, accumulate={self.accumulate}, "
                f"warmup={self.warmup} must be > 0")
-        _check(0 < self.lr < float("inf"), f"train.lr={self.lr} must be a positive finite number")
-        _check(0.0 <= self.cooldown <= 1.0,
+        check(0 < self.lr < float("inf"), f"train.lr={self.lr} must be a positive finite number")
+        check(0.0 <= self.cooldown <= 1.0,
                f"train.cooldown={self.cooldown} must be in [0, 1]: the last fraction of the budget over which "
                "the learning rate decays to 0 (0 = the paper's schedule alone)")
-        _check(0.0 <= self.label_smoothing < 1.0, f"train.label_smoothing={self.label_smoothing} must be in [0, 1)")
-        _check(self.eval_every > 0 and self.log_every > 0,
+        check(0.0 <= self.label_smoothing < 1.0, f"train.label_smoothing={self.label_smoothing} must be in [0, 1)")
+        check(self.eval_every > 0 and self.log_every > 0,
                f"train.eval_every={self.eval_every} and log_every={self.log_every} must be > 0")
-        _check(self.average_last >= 0, f"train.average_last={self.average_last} must be >= 0")
+        check(self.average_last >= 0, f"train.average_last={self.average_last} must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -342,9 +281,9 @@ class DecodeConfig:
     batch_size: int = 64
 
     def __post_init__(self) -> None:
-        _check(self.beam >= 1, f"decode.beam={self.beam} must be >= 1")
-        _check(self.alpha >= 0, f"decode.alpha={self.alpha} must be >= 0")
-        _check(self.batch_size >= 1, f"decode.batch_size={self.batch_size} must be >= 1")
+        check(self.beam >= 1, f"decode.beam={self.beam} must be >= 1")
+        check(self.alpha >= 0, f"decode.alpha={self.alpha} must be >= 0")
+        check(self.batch_size >= 1, f"decode.batch_size={self.batch_size} must be >= 1")
 
 
 # task: what a run trains the model to do, and the model type each task trains (training/tasks/).
@@ -363,20 +302,20 @@ class RunConfig:
     task: str = "translation"  # one of TASK_MODEL_TYPES; a config.yaml without it is a translation model's
 
     def __post_init__(self) -> None:
-        _check(self.task in TASK_MODEL_TYPES, f"task={self.task!r}: use {_one_of(tuple(TASK_MODEL_TYPES))}")
+        check(self.task in TASK_MODEL_TYPES, f"task={self.task!r}: use {one_of(tuple(TASK_MODEL_TYPES))}")
         wanted = TASK_MODEL_TYPES[self.task]
-        _check(self.model.type == wanted, f"task={self.task!r} trains a model.type={wanted!r}, but model.type="
+        check(self.model.type == wanted, f"task={self.task!r} trains a model.type={wanted!r}, but model.type="
                f"{self.model.type!r}; set model.type={wanted}")
-        _check(self.task not in ("lm", "mlm") or self.data.corpus in ("bible", "text"),
+        check(self.task not in ("lm", "mlm") or self.data.corpus in ("bible", "text"),
                f"task={self.task!r} reads data.corpus='bible' or 'text' (one segment a line), not "
                f"{self.data.corpus!r}")
-        _check((self.task == "image") == (self.data.corpus == "digits"),
+        check((self.task == "image") == (self.data.corpus == "digits"),
                f"task={self.task!r} and data.corpus={self.data.corpus!r} do not fit: the image task reads "
                "data.corpus='digits', and only it does")
 
     @classmethod
     def from_dict(cls, tree: dict[str, Any]) -> RunConfig:
-        _check_known(tree, ["task", "model", "data", "train", "decode"], "config section ")
+        check_known(tree, ["task", "model", "data", "train", "decode"], "config section ")
         task = tree.get("task", "translation")
         model = dict(tree.get("model") or {})
         if task in TASK_MODEL_TYPES:

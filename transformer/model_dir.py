@@ -148,7 +148,7 @@ def apply_weights(
         lines.append("  (was the checkpoint written with a different config or vocabulary?)")
         raise ValueError("\n".join(lines))
     if missing or unexpected:
-        logger.warning("loading non-strictly: missing %s, unexpected %s", missing, unexpected)
+        logger.info("loading non-strictly: missing %s, unexpected %s", missing, unexpected)  # the caller reports them
     module.load_state_dict(full, strict=False)
     return missing, unexpected
 
