@@ -1,7 +1,16 @@
 import pytest
 import torch
 
-from tests.corpus import image_config, lm_config, mlm_config, run_config, write_corpus, write_text_corpus
+from tests.corpus import (
+    classify_config,
+    image_config,
+    lm_config,
+    mlm_config,
+    run_config,
+    write_corpus,
+    write_labelled_corpus,
+    write_text_corpus,
+)
 from transformer.config import RunConfig
 
 # The tests use tiny tensors, for which one thread is faster than two keeping in step.
@@ -47,3 +56,15 @@ def bert_dir(tmp_path_factory):
     """An encoder-only (mlm) model's directory from 20 training updates on the tiny text corpus."""
     corpus = write_text_corpus(tmp_path_factory.mktemp("text"))
     return _trained(tmp_path_factory, mlm_config(corpus, max_steps=20, eval_every=20), "bert")
+
+
+@pytest.fixture(scope="module")
+def labelled_corpus(tmp_path_factory):
+    """The tiny grammar's sentences labelled with their verb's class, as TSV (and plain text to pretrain on)."""
+    return write_labelled_corpus(tmp_path_factory.mktemp("labelled"))
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tmp_path_factory, labelled_corpus):
+    """A text classifier's directory from 60 training updates on the labelled corpus."""
+    return _trained(tmp_path_factory, classify_config(labelled_corpus, max_steps=60, eval_every=30), "classifier")

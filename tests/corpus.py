@@ -80,3 +80,29 @@ def mlm_config(root: Path, **train) -> dict:
     tree["task"] = "mlm"
     tree["model"] |= {"layernorm_embedding": True, "output_bias": True, "scale_embedding": False}
     return tree
+
+
+VERB_LABELS = {"went": "motion", "came": "motion", "spoke": "speech", "sat": "rest", "wept": "rest"}
+
+
+def write_labelled_corpus(root: Path, n_train: int = 300, n_valid: int = 30, n_test: int = 30, seed: int = 0) -> Path:
+    """train.tsv, valid.tsv, test.tsv: a sentence of the tiny grammar TAB the class of its verb (VERB_LABELS), and
+    train.txt, valid.txt, test.txt: the sentences alone (to pretrain on)."""
+    rng = random.Random(seed)
+    for split, n in (("train", n_train), ("valid", n_valid), ("test", n_test)):
+        rows = []
+        for _ in range(n):
+            verb = rng.choice(VERBS)
+            rows.append((f"{rng.choice(SUBJECTS)} {verb} {rng.choice(PLACES)}.", VERB_LABELS[verb]))
+        (root / f"{split}.tsv").write_text("".join(f"{text}\t{label}\n" for text, label in rows), encoding="utf-8")
+        (root / f"{split}.txt").write_text("".join(f"{text}\n" for text, _ in rows), encoding="utf-8")
+    return root
+
+
+def classify_config(root: Path, **train) -> dict:
+    """A config tree for a tiny encoder-only classifier on the labelled corpus in `root`."""
+    tree = mlm_config(root, **train)
+    tree["task"] = "classify"
+    tree["data"] = {"corpus": "tsv", "vocab_size": 300, "min_frequency": 1, "max_len": 60,
+                    **{f"{split}_tsv": str(root / f"{split}.tsv") for split in ("train", "valid", "test")}}
+    return tree

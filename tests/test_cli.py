@@ -166,3 +166,27 @@ def test_embed_writes_one_json_vector_a_line_and_evaluate_an_mlm_its_perplexity(
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["n"] == 16 and 1 < record["perplexity"] < 300
     assert main(["embed", "--model", str(bert_dir.parent.parent), "--input", str(tmp_path / "in.txt")]) == 2
+
+
+def test_evaluate_a_classifier_ends_with_its_accuracy_and_predict_labels_texts(classifier_dir, labelled_corpus,
+                                                                             tmp_path, capsys):
+    import transformer
+
+    assert main(["evaluate", "--model", str(classifier_dir), "--split", "test"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    record = json.loads(out[-1])
+    assert record["split"] == "test" and record["n"] == 30 and 0 <= record["accuracy"] <= 1
+    assert 0 <= record["balanced_accuracy"] <= 1 and out[0].startswith("accuracy ")
+
+    texts = ["the man went to the city.", "his son wept on the mountain."]
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
+    assert main(["predict", "--model", str(classifier_dir), "--input", str(tmp_path / "in.txt")]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    probs = transformer.load(classifier_dir).classify_texts(texts)
+    labels = ("motion", "rest", "speech")
+    assert [r["label"] for r in records] == [labels[i] for i in probs.argmax(dim=-1).tolist()]
+    assert [r["text"] for r in records] == texts
+    assert main(["predict", "--model", str(classifier_dir), texts[0]]) == 0
+    assert json.loads(capsys.readouterr().out)["label"] == records[0]["label"]
+    assert main(["embed", "--model", str(classifier_dir), "--input", str(tmp_path / "in.txt")]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2

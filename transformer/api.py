@@ -1,5 +1,5 @@
 """`transformer.load(DIR)`: any model directory, loaded as the model, tokenizer and config it was written
-with, with what its kind of model does (translate, generate, perplexity, classify images).
+with, with what its kind of model does (translate, generate, perplexity, embed, classify texts or images).
 
     bundle = transformer.load("runs/gpt-bible-en")
     bundle.generate("In the beginning", max_new_tokens=40, seed=0)
@@ -19,10 +19,9 @@ from transformer.data.batching import encode_segments
 from transformer.data.tokenizer import Tokenizer
 from transformer.decoding.sampling import sample
 from transformer.evaluation.metrics import perplexity
-from transformer.evaluation.perplexity import mean_nll
+from transformer.evaluation.perplexity import masked_nll, mean_nll
 from transformer.inference import load_model_dir, translate
 from transformer.model_dir import WEIGHTS_FILE
-from transformer.training.tasks.mlm import masked_nll
 
 
 @dataclass
@@ -81,7 +80,9 @@ class Loaded:
     def embed(self, texts: Sequence[str], normalize: bool = False, batch_size: int = 64) -> Tensor:
         """Sentence embeddings (N, D) of an encoder-only model: the mean of each text's non-pad token states
         (<bos> and <eos> included), L2-normalized when `normalize`."""
-        self._require("mlm", "embed")
+        if self.config.model.type != "encoder_only":
+            raise ValueError(f"embed needs an encoder-only model (task 'mlm' or 'classify'); this one was trained "
+                             f"for {self.task!r}")
         from transformer.data.batching import pad_ids
 
         tok, rows = self.tokenizer, []
@@ -91,6 +92,18 @@ class Loaded:
             for start in range(0, len(ids), batch_size):
                 rows.append(self.model.embed_mean(pad_ids(ids[start : start + batch_size], tok.pad_id), normalize))
         return torch.cat(rows) if rows else torch.empty(0, self.config.model.d_model)
+
+    def classify_texts(self, texts: Sequence[str]) -> Tensor:
+        """Class probabilities (N, K) of texts, the classes named by `config.model.labels`."""
+        self._require("classify", "classify_texts")
+        from transformer.evaluation.classification import predict
+
+        c = self.config
+        examples = [(ids, 0) for ids in self.tokenizer.encode_batch(list(texts), max_len=c.data.max_len)]
+        if not examples:
+            return torch.empty(0, c.model.n_classes)
+        with torch.inference_mode():
+            return predict(self.model, examples, self.tokenizer, c.train.max_tokens)
 
     def classify(self, images: Tensor) -> Tensor:
         """Class probabilities (B, K) of images (B, C, H, W) with pixels in [0, 1], ink high."""

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from transformer.cli_family import cmd_embed, cmd_generate, cmd_predict, evaluate_classify, evaluate_image, evaluate_lm
 from transformer.config import SPLIT_NAMES, DecodeConfig, check_override_sections
 
 log = logging.getLogger("transformer")
@@ -34,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--tgt", required=True, help="target translation code")
     export.add_argument("--out", required=True, type=Path, help="output directory")
 
-    train = commands.add_parser("train", help="train a model (its config's task: translation, lm, mlm, image)")
+    train = commands.add_parser("train", help="train a model (its config's task: translation, lm, mlm, classify, "
+                                              "image)")
     train.add_argument("config", help="YAML config (see configs/)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="A.B=C",
                        help="override a config value, e.g. --set train.max_steps=100 (repeatable)")
@@ -49,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="score a held-out split: BLEU and chrF (sacrebleu) of a "
                                                     "translation model, perplexity of a language model, accuracy "
-                                                    "of an image model")
+                                                    "of a text or image classifier")
     _decode_args(evaluate)
     evaluate.add_argument("--split", default="test", choices=SPLIT_NAMES)
     evaluate.add_argument("--limit", type=int, help="score only the first N segments")
@@ -67,16 +69,18 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--top-p", type=float, help="draw from the nucleus of probability mass p, in (0, 1]")
     generate.add_argument("--num-samples", type=int, default=1, help="continuations to draw (default: 1)")
     generate.add_argument("--seed", type=int, help="seed of the draws: the same seed gives the same text")
-    embed = commands.add_parser("embed", help="sentence embeddings of an encoder-only model (task: mlm): a line "
+    embed = commands.add_parser("embed", help="sentence embeddings of an encoder-only model (mlm, classify): a line "
                                               "in, a JSON list out (the mean of its token states)")
     embed.add_argument("--model", required=True, type=Path, help="model directory of an encoder-only model")
     embed.add_argument("--input", type=Path, help="input file, one text a line (default: stdin)")
     embed.add_argument("--normalize", action="store_true", help="L2-normalize each vector")
-    predict = commands.add_parser("predict", help="classify image files with an image model (task: image), "
+    predict = commands.add_parser("predict", help="classify texts (task: classify) or image files (task: image), "
                                                   "a JSON line each")
-    predict.add_argument("--model", required=True, type=Path, help="model directory of an image model")
-    predict.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, ...): resized to the "
-                                                              "model's size, grey, light backgrounds inverted")
+    predict.add_argument("--model", required=True, type=Path, help="model directory of a classifier or image model")
+    predict.add_argument("inputs", nargs="*", help="image files (PNG, JPEG, ...: resized to the model's size, grey, "
+                                                   "light backgrounds inverted), or texts for a text classifier")
+    predict.add_argument("--input", type=Path, help="a text classifier's input file, one text a line (default: "
+                                                    "the arguments, else stdin)")
     onnx = commands.add_parser("export-onnx", help="export the encoder and one decoder step (KV cache in/out) to ONNX")
     onnx.add_argument("--model", required=True, type=Path, help="model directory written by `transformer train`")
     onnx.add_argument("--out", required=True, type=Path,
@@ -194,9 +198,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         raise ValueError(f"--engine {args.engine} translates; a model for task {task!r} is evaluated with "
                          "--engine torch")
     if task in ("lm", "mlm"):
-        return _evaluate_lm(args)
+        return evaluate_lm(args)
     if task == "image":
-        return _evaluate_image(args)
+        return evaluate_image(args)
+    if task == "classify":
+        return evaluate_classify(args)
     from transformer.data.datasets import load_split
     from transformer.evaluation.metrics import corpus_bleu, corpus_chrf
     config, translate = _translator(args, args.weights)
@@ -216,87 +222,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"decoded {len(hyps)} segments in {seconds:.1f} s (beam {decode.beam}, alpha {decode.alpha})")
     print(json.dumps({"bleu": round(bleu.score, 2), "chrf": round(chrf.score, 2), "n": len(hyps),
                       "beam": decode.beam, "split": args.split, "decode_seconds": round(seconds, 1)}))
-
-
-def _evaluate_lm(args: argparse.Namespace) -> None:
-    from transformer.api import load
-    from transformer.data.datasets import load_texts
-
-    bundle = load(args.model, args.weights)
-    texts = load_texts(bundle.config.data, args.split)
-    if not texts:
-        raise ValueError(f"the model's data config names no {args.split} text; set data.{args.split}_text")
-    texts = texts[: args.limit]
-    started = time.perf_counter()
-    value = bundle.perplexity(texts)
-    seconds = time.perf_counter() - started
-    print(f"perplexity {value:.3f} on {len(texts)} segments of the {args.split} split ({seconds:.1f} s)")
-    print(json.dumps({"perplexity": round(value, 3), "n": len(texts), "split": args.split}))
-
-
-def _evaluate_image(args: argparse.Namespace) -> None:
-    from transformer.api import load
-    from transformer.data.images import load_digits_split
-    from transformer.training.tasks.image import evaluate_images
-
-    bundle = load(args.model, args.weights)
-    images, labels = load_digits_split(args.split)
-    images, labels = images[: args.limit], labels[: args.limit]
-    loss, accuracy = evaluate_images(bundle.model, images, labels, bundle.config.train.batch_size)
-    print(f"accuracy {accuracy:.4f} ({round(accuracy * len(labels))} of {len(labels)} {args.split} images), "
-          f"cross-entropy {loss:.4f}")
-    print(json.dumps({"accuracy": round(accuracy, 4), "n": len(labels), "split": args.split}))
-
-
-def _cmd_embed(args: argparse.Namespace) -> None:
-    from transformer.api import load
-
-    bundle = load(args.model)
-    if bundle.task != "mlm":
-        raise ValueError(f"{args.model} holds a model for task {bundle.task!r}; embed needs an encoder-only model "
-                         "(task 'mlm')")
-    source = args.input.read_text(encoding="utf-8") if args.input else sys.stdin.read()
-    vectors = bundle.embed(source.splitlines(), normalize=args.normalize)
-    for vector in vectors.tolist():
-        print(json.dumps([round(x, 6) for x in vector]))
-
-
-def _cmd_predict(args: argparse.Namespace) -> None:
-    from transformer.api import load
-
-    bundle = load(args.model)
-    if bundle.task != "image":
-        raise ValueError(f"{args.model} holds a model for task {bundle.task!r}; predict classifies images "
-                         "with a model for task 'image'")
-    for path in args.images:
-        probs = bundle.classify_file(path)
-        top = int(probs.argmax())
-        print(json.dumps({"image": str(path), "class": top, "probability": round(float(probs[top]), 4)}))
-
-
-def _cmd_generate(args: argparse.Namespace) -> None:
-    from transformer.api import load
-    from transformer.decoding.sampling import check_sampling
-
-    check_sampling(args.temperature, args.top_k, args.top_p, args.max_new_tokens, args.num_samples)
-    bundle = load(args.model)
-    settings = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                    top_p=args.top_p, num_samples=args.num_samples, seed=args.seed)
-    if args.num_samples > 1:
-        for i, text in enumerate(bundle.generate(args.prompt, **settings)):
-            print(f"--- sample {i + 1}\n{args.prompt}{text}")
-        return
-    ids: list[int] = []
-    shown = ""
-    sys.stdout.write(args.prompt)
-    for step in bundle.generate_tokens(args.prompt, **settings):  # streamed as the tokens come
-        ids.append(int(step[0]))
-        text = bundle.tokenizer.decode(ids)
-        if text.startswith(shown):  # a byte-level token may complete a character only with the next one
-            sys.stdout.write(text[len(shown):])
-            sys.stdout.flush()
-            shown = text
-    sys.stdout.write("\n")
 
 
 def _cmd_export_onnx(args: argparse.Namespace) -> None:
@@ -344,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     handler = {"data": _cmd_data, "train": _cmd_train, "translate": _cmd_translate, "evaluate": _cmd_evaluate,
-               "generate": _cmd_generate, "predict": _cmd_predict, "embed": _cmd_embed, "export-onnx": _cmd_export_onnx,
+               "generate": cmd_generate, "predict": cmd_predict, "embed": cmd_embed, "export-onnx": _cmd_export_onnx,
                "export-ct2": _cmd_export_ct2, "import-hf": _cmd_import_hf}
     try:
         handler[args.command](args)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -76,9 +77,14 @@ class ModelConfig:
     patch_size: int = 0  # vision: the side of a patch; it divides image_size
     channels: int = 1  # vision: colour channels of the image
     n_classes: int = 0  # vision, encoder_only: the classes of the head (encoder_only: 0 = none)
+    labels: tuple[str, ...] = ()  # the classes' names, n_classes of them (task classify: its data's labels)
     type_vocab_size: int = 0  # encoder_only: token types (BERT's segments A and B: 2); 0 = none
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", tuple(str(label) for label in self.labels))
+        check(not self.labels or len(self.labels) == self.n_classes,
+              f"model.labels names {len(self.labels)} classes but model.n_classes={self.n_classes}; "
+              "give one name per class, or no names")
         check(self.type in MODEL_TYPES, f"model.type={self.type!r}: use {one_of(MODEL_TYPES)}")
         for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff", "max_positions"):
             check(getattr(self, name) > 0, f"model.{name}={getattr(self, name)} must be positive")
@@ -160,6 +166,7 @@ def model_config_from_dict(values: dict[str, Any]) -> ModelConfig:
 
 
 CORPORA = ("bible", "files", "tsv", "text", "digits")
+BIBLE_SPLITS = ("books", "genres")  # the held-out schemes of data/bible_books.py (a test keeps the two equal)
 SPLIT_NAMES = ("train", "valid", "test")  # a corpus's splits; DataConfig's {split}_src/_tgt/_tsv keys use them
 
 
@@ -190,6 +197,8 @@ class DataConfig:
     valid_text: str | None = None
     test_text: str | None = None
     translations: tuple[str, ...] = ()  # lm on the Bible: the train books of these translations (default: tgt)
+    bible_split: str = "books"  # the Bible's held-out books: one of BIBLE_SPLITS (data/bible_books.py)
+    label_fraction: float = 1.0  # classify: train on this share of the labelled examples (stratified, seeded)
     max_shift: int = 0  # image task: each training image moves by up to this many pixels each way (augmentation)
     vocab_size: int = 8000
     min_frequency: int = 2
@@ -209,6 +218,9 @@ class DataConfig:
                    "data.corpus='files' needs data.train_src and data.train_tgt (one segment a line)")
         if self.corpus == "tsv":
             check(bool(self.train_tsv), "data.corpus='tsv' needs data.train_tsv (source<TAB>target a line)")
+        check(self.bible_split in BIBLE_SPLITS, f"data.bible_split={self.bible_split!r}: use {one_of(BIBLE_SPLITS)}")
+        check(isinstance(self.label_fraction, (int, float)) and 0 < self.label_fraction <= 1,
+              f"data.label_fraction={self.label_fraction!r} must be in (0, 1]: the share of the training labels used")
         check(isinstance(self.split_han, bool), f"data.split_han={self.split_han!r}: use true or false")
         check(isinstance(self.max_shift, int) and self.max_shift >= 0,
                f"data.max_shift={self.max_shift!r} must be an integer >= 0 (pixels; 0 = no augmentation)")
@@ -288,7 +300,7 @@ class DecodeConfig:
 
 # task: what a run trains the model to do, and the model type each task trains (training/tasks/).
 TASK_MODEL_TYPES = {"translation": "encoder_decoder", "lm": "decoder_only", "mlm": "encoder_only",
-                    "image": "vision"}
+                    "classify": "encoder_only", "image": "vision"}
 
 
 @dataclass(frozen=True)
@@ -309,6 +321,9 @@ class RunConfig:
         check(self.task not in ("lm", "mlm") or self.data.corpus in ("bible", "text"),
                f"task={self.task!r} reads data.corpus='bible' or 'text' (one segment a line), not "
                f"{self.data.corpus!r}")
+        check(self.task != "classify" or self.data.corpus in ("bible", "tsv"),
+              f"task='classify' reads data.corpus='bible' (verses labelled with their genre) or 'tsv' (text TAB "
+              f"label), not {self.data.corpus!r}")
         check((self.task == "image") == (self.data.corpus == "digits"),
                f"task={self.task!r} and data.corpus={self.data.corpus!r} do not fit: the image task reads "
                "data.corpus='digits', and only it does")
@@ -330,7 +345,18 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: str, overrides: list[str] | None = None) -> RunConfig:
-        return cls.from_dict(apply_overrides(load_yaml(path), overrides or []))
+        """A config file with `--set` overrides. With train.init_from, the model section starts from that model
+        directory's config.yaml, and the keys the file gives (a new head's n_classes, dropout) change it."""
+        tree = apply_overrides(load_yaml(path), overrides or [])
+        init_from = (tree.get("train") or {}).get("init_from")
+        if init_from:
+            pretrained = Path(init_from) / "config.yaml"
+            check(pretrained.is_file(), f"train.init_from={init_from!r} holds no config.yaml; name a model directory "
+                  "written by `transformer train` (or train it first)")
+            base = {k: v for k, v in (load_yaml(str(pretrained)).get("model") or {}).items()
+                    if k not in ("n_classes", "labels")}  # a head of the pretraining task is not the new one's
+            tree = {**tree, "model": {**base, **(tree.get("model") or {})}}
+        return cls.from_dict(tree)
 
     def to_yaml(self) -> str:
         tree: dict[str, Any] = {name: to_dict(getattr(self, name)) for name in ("model", "data", "train", "decode")}

