@@ -79,12 +79,14 @@ class ModelConfig:
     n_classes: int = 0  # vision, encoder_only: the classes of the head (encoder_only: 0 = none)
     labels: tuple[str, ...] = ()  # the classes' names, n_classes of them (task classify: its data's labels)
     type_vocab_size: int = 0  # encoder_only: token types (BERT's segments A and B: 2); 0 = none
+    pooling: str = "cls"  # encoder_only: what the classification head reads: "cls" (first position) or "mean"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(str(label) for label in self.labels))
         check(not self.labels or len(self.labels) == self.n_classes,
               f"model.labels names {len(self.labels)} classes but model.n_classes={self.n_classes}; "
               "give one name per class, or no names")
+        check(self.pooling in ("cls", "mean"), f"model.pooling={self.pooling!r}: use 'cls' or 'mean'")
         check(self.type in MODEL_TYPES, f"model.type={self.type!r}: use {one_of(MODEL_TYPES)}")
         for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff", "max_positions"):
             check(getattr(self, name) > 0, f"model.{name}={getattr(self, name)} must be positive")

@@ -97,3 +97,39 @@ def test_sentence_embeddings_are_the_mean_of_the_non_pad_states():
     assert model.pooled(tokens).shape == (2, 16)
     with pytest.raises(ValueError, match="no classification head; set model.n_classes"):
         model.classify(tokens)
+
+
+def test_overfits_a_tiny_batch_of_masked_tokens_and_of_labels():
+    import torch.nn.functional as F
+
+    from transformer.training.loss import masked_token_loss
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(type="encoder_only", tgt_vocab_size=50, d_model=32, n_heads=4, d_ff=64,
+                                    n_layers=2, dropout=0.0, n_classes=3, positional="learned", max_positions=16))
+    tokens = torch.randint(5, 50, (4, 10))
+    inputs, targets = tokens.clone(), torch.zeros_like(tokens)  # targets: pad (0) where nothing is predicted
+    inputs[:, 3], targets[:, 3] = 4, tokens[:, 3]  # the fourth token of each row masked
+    labels = torch.tensor([0, 2, 1, 2])
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        mlm_loss, _ = masked_token_loss(model, inputs, targets, pad_id=0)
+        class_loss = F.cross_entropy(model.classify(tokens), labels)
+        optimizer.zero_grad()
+        (mlm_loss + class_loss).backward()
+        optimizer.step()
+    assert float(mlm_loss.detach()) < 0.05 and float(class_loss.detach()) < 0.05
+
+
+def test_mean_pooling_feeds_the_head_the_sentence_embedding():
+    torch.manual_seed(0)
+    config = ModelConfig(type="encoder_only", tgt_vocab_size=50, d_model=16, n_heads=2, d_ff=32, n_layers=1,
+                         dropout=0.0, n_classes=3, pooling="mean")
+    model = build_model(config).eval()
+    tokens = torch.tensor([[5, 6, 7, 0, 0], [8, 9, 10, 11, 12]])
+    with torch.no_grad():
+        expected = model.classifier(torch.tanh(model.pooler(model.embed_mean(tokens))))
+        torch.testing.assert_close(model.classify(tokens), expected)
+        torch.testing.assert_close(model.classify(tokens)[:1], model.classify(tokens[:1, :3]), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="model.pooling='max': use 'cls' or 'mean'"):
+        config.replace(pooling="max")

@@ -76,7 +76,8 @@ def build_model(config: ModelConfig) -> EncoderDecoder | DecoderOnly | EncoderOn
         stack = _stack(c, Encoder, c.n_layers)  # a padding mask only: every token sees the whole segment
         _init_linears(stack)
         return EncoderOnly(_embedding(c, tokens), stack, _output_projection(c, tokens), c.d_model,
-                           c.type_vocab_size, c.n_classes, c.dropout, c.layer_norm_eps, pad_id=c.pad_id)
+                           c.type_vocab_size, c.n_classes, c.dropout, c.layer_norm_eps, pad_id=c.pad_id,
+                           pooling=c.pooling)
     if c.type == "decoder_only":
         tokens = TokenEmbedding(c.tgt_vocab_size, c.d_model, c.pad_id, c.scale_embedding)
         stack = _stack(c, Encoder, c.n_layers)  # encoder layers; the model gives them a causal mask

@@ -4,8 +4,9 @@ fill in masked tokens, then fine-tuned with a small head.
 Token, position and token-type (segment) embeddings are summed and normalized; the stack reads the sequence
 with a padding mask only, so every token sees the whole segment. Heads: `mlm_states` + the tied output
 projection predict masked tokens (the MLM head: dense, GELU, LayerNorm, then the embedding matrix and a
-bias); `pooled` is the [CLS] position's state through a dense layer and tanh; `classify` puts a linear layer
-on it; `embed` is the mean of the non-pad states (sentence embeddings).
+bias); `pooled` is the [CLS] position's state (or, with pooling="mean", the mean of the non-pad states) through
+a dense layer and tanh; `classify` puts a linear layer on it; `embed_mean` is the mean of the non-pad states
+(sentence embeddings).
 
 Shapes: B batch, T tokens, D d_model, V vocab, K classes.
 """
@@ -26,9 +27,11 @@ class EncoderOnly(nn.Module):
 
     def __init__(self, embed: InputEmbedding, stack: Encoder, output_proj: nn.Linear, d_model: int,
                  type_vocab_size: int = 0, n_classes: int = 0, dropout: float = 0.0, eps: float = 1e-5,
-                 pad_id: int = 0):
+                 pad_id: int = 0, pooling: str = "cls"):
         super().__init__()
-        self.embed, self.stack, self.pad_id = embed, stack, pad_id
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling={pooling!r}: use 'cls' (the first position, BERT's) or 'mean'")
+        self.embed, self.stack, self.pad_id, self.pooling = embed, stack, pad_id, pooling
         self.token_types = nn.Embedding(type_vocab_size, d_model) if type_vocab_size else None
         self.mlm_dense, self.mlm_norm = nn.Linear(d_model, d_model), nn.LayerNorm(d_model, eps=eps)
         self.output_proj = output_proj  # (V, D) tied to the token embedding, with a bias
@@ -56,21 +59,26 @@ class EncoderOnly(nn.Module):
         return self.output_proj(self.mlm_states(tokens, token_types))  # (B, T, V)
 
     def pooled(self, tokens: Tensor, token_types: Tensor | None = None) -> Tensor:
-        """The [CLS] (first) position's state through the pooler: (B, D)."""
-        return torch.tanh(self.pooler(self.hidden_states(tokens, token_types)[:, 0]))  # (B, D)
+        """The [CLS] (first) position's state, or the mean of the non-pad states, through the pooler: (B, D)."""
+        states = self.hidden_states(tokens, token_types)  # (B, T, D)
+        summary = states[:, 0] if self.pooling == "cls" else self._mean(states, tokens)  # (B, D)
+        return torch.tanh(self.pooler(summary))  # (B, D)
 
     def classify(self, tokens: Tensor, token_types: Tensor | None = None) -> Tensor:
-        """Class logits (B, K) from the pooled [CLS] state."""
+        """Class logits (B, K) from the pooled state."""
         if self.classifier is None:
             raise ValueError("this model has no classification head; set model.n_classes to fine-tune one")
         return self.classifier(self.head_dropout(self.pooled(tokens, token_types)))  # (B, K)
 
     def embed_mean(self, tokens: Tensor, normalize: bool = False) -> Tensor:
         """Sentence embeddings (B, D): the mean of the non-pad positions' states, L2-normalized on request."""
-        states = self.hidden_states(tokens)  # (B, T, D)
-        keep = (tokens != self.pad_id).unsqueeze(-1).to(states.dtype)  # (B, T, 1)
-        mean = (states * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)  # (B, D)
+        mean = self._mean(self.hidden_states(tokens), tokens)  # (B, D)
         return F.normalize(mean, dim=-1) if normalize else mean
+
+    def _mean(self, states: Tensor, tokens: Tensor) -> Tensor:
+        """The mean over the non-pad positions: states (B, T, D) -> (B, D)."""
+        keep = (tokens != self.pad_id).unsqueeze(-1).to(states.dtype)  # (B, T, 1)
+        return (states * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)  # (B, D)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

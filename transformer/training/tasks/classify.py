@@ -32,6 +32,15 @@ from transformer.training.tasks.base import Task
 logger = logging.getLogger(__name__)
 
 
+def label_names(config: RunConfig, train_labels: list[str]) -> tuple[str, ...]:
+    """The classes, in the order of the head's outputs: model.labels when set, else the six genres for the
+    Bible, else the training labels sorted."""
+    names = config.model.labels or (GENRES if config.data.corpus == "bible" else tuple(sorted(set(train_labels))))
+    if len(names) < 2:
+        raise ValueError(f"a classifier needs at least 2 labels; the training data has {list(names)}")
+    return names
+
+
 class ClassifyTask(Task):
     metric, higher_is_better = "accuracy", True
 
@@ -39,9 +48,7 @@ class ClassifyTask(Task):
         super().__init__(config, out, resume)
         data, t = config.data, config.train
         texts, labels = load_labelled(data, "train")
-        names = config.model.labels or (GENRES if data.corpus == "bible" else tuple(sorted(set(labels))))
-        if len(names) < 2:
-            raise ValueError(f"a classifier needs at least 2 labels; the training data has {list(names)}")
+        names = label_names(config, labels)
         self.tokenizer = self._tokenizer(texts)
         self.config = self._resolve(self.tokenizer)
         self.config = self.config.replace(model=self.config.model.replace(n_classes=len(names), labels=tuple(names)))
