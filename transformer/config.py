@@ -18,6 +18,7 @@ from transformer.config_tree import (  # noqa: F401  (apply_overrides, check_ove
     check,
     check_known,
     check_override_sections,
+    check_section,
     from_dict,
     load_yaml,
     one_of,
@@ -333,6 +334,8 @@ class RunConfig:
     @classmethod
     def from_dict(cls, tree: dict[str, Any]) -> RunConfig:
         check_known(tree, ["task", "model", "data", "train", "decode"], "config section ")
+        for section in ("model", "data", "train", "decode"):
+            check_section(tree.get(section) or {}, section)
         task = tree.get("task", "translation")
         model = dict(tree.get("model") or {})
         if task in TASK_MODEL_TYPES:
@@ -350,6 +353,7 @@ class RunConfig:
         """A config file with `--set` overrides. With train.init_from, the model section starts from that model
         directory's config.yaml, and the keys the file gives (a new head's n_classes, dropout) change it."""
         tree = apply_overrides(load_yaml(path), overrides or [])
+        check_section(tree.get("train") or {}, "train")
         init_from = (tree.get("train") or {}).get("init_from")
         if init_from:
             pretrained = Path(init_from) / "config.yaml"
