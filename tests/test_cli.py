@@ -190,3 +190,22 @@ def test_evaluate_a_classifier_ends_with_its_accuracy_and_predict_labels_texts(c
     assert json.loads(capsys.readouterr().out)["label"] == records[0]["label"]
     assert main(["embed", "--model", str(classifier_dir), "--input", str(tmp_path / "in.txt")]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+def test_bad_input_and_output_paths_are_one_line_errors_before_any_work(model_dir, tmp_path, capsys):
+    (tmp_path / "latin1.txt").write_bytes("haus baum\nwort gr\xfcn\n".encode("latin-1"))
+    cases = [
+        (["--input", str(tmp_path)], f"{tmp_path} is a directory; give a UTF-8 text file"),
+        (["--input", str(tmp_path / "latin1.txt")], f"{tmp_path / 'latin1.txt'}:2: bytes b'\\xfc' are not UTF-8"),
+        (["--input", str(tmp_path / "latin1.txt"), "--output", str(tmp_path / "missing" / "out.txt")],
+         f"--output {tmp_path / 'missing' / 'out.txt'}: the directory {tmp_path / 'missing'} does not exist"),
+    ]
+    for flags, message in cases:
+        assert main(["translate", "--model", str(model_dir), *flags]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert "iconv -f LATIN1 -t UTF-8" in (main(["translate", "--model", str(model_dir), "--input",
+                                                 str(tmp_path / "latin1.txt")]) and capsys.readouterr().err)
+    assert main(["evaluate", "--model", str(model_dir), "--output", str(tmp_path / "no" / "h.txt")]) == 2
+    assert "does not exist; create it first" in capsys.readouterr().err
+    assert not (tmp_path / "missing").exists()

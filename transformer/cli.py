@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from transformer.cli_family import cmd_embed, cmd_generate, cmd_predict, evaluate_classify, evaluate_image, evaluate_lm
+from transformer.cli_io import check_output, input_lines
 from transformer.config import SPLIT_NAMES, DecodeConfig, check_override_sections
 
 log = logging.getLogger("transformer")
@@ -179,9 +180,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_translate(args: argparse.Namespace) -> None:
+    check_output(args.output)
     config, translate = _translator(args)
-    source = args.input.read_text(encoding="utf-8") if args.input else sys.stdin.read()
-    lines = source.splitlines()
+    lines = input_lines(args.input)
     outputs = translate(lines, _decode_config(args, config.decode), progress=len(lines) > 50)
     text = "".join(line + "\n" for line in outputs)
     if args.output:
@@ -192,6 +193,8 @@ def _cmd_translate(args: argparse.Namespace) -> None:
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from transformer.model_dir import read_config
+
+    check_output(args.output)
 
     task = read_config(args.model).task
     if task != "translation" and args.engine != "torch":

@@ -8,6 +8,8 @@ import json
 import sys
 import time
 
+from transformer.cli_io import input_lines
+
 
 def evaluate_lm(args: argparse.Namespace) -> None:
     from transformer.api import load
@@ -68,8 +70,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
     if bundle.config.model.type != "encoder_only":
         raise ValueError(f"{args.model} holds a model for task {bundle.task!r}; embed needs an encoder-only model "
                          "(task 'mlm' or 'classify')")
-    source = args.input.read_text(encoding="utf-8") if args.input else sys.stdin.read()
-    vectors = bundle.embed(source.splitlines(), normalize=args.normalize)
+    vectors = bundle.embed(input_lines(args.input), normalize=args.normalize)
     for vector in vectors.tolist():
         print(json.dumps([round(x, 6) for x in vector]))
 
@@ -96,7 +97,7 @@ def _predict_texts(args: argparse.Namespace, bundle) -> None:
     if args.inputs:
         texts = list(args.inputs)
     else:
-        texts = (args.input.read_text(encoding="utf-8") if args.input else sys.stdin.read()).splitlines()
+        texts = input_lines(args.input)
     labels = bundle.config.model.labels
     for text, probs in zip(texts, bundle.classify_texts(texts), strict=True):
         top = int(probs.argmax())

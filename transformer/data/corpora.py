@@ -29,6 +29,7 @@ __all__ = [
     "load_bible",
     "load_bible_book",
     "load_bible_verses",
+    "read_lines",
     "read_parallel_files",
     "read_tsv",
 ]
@@ -264,9 +265,11 @@ def export_bible(src_code: str, tgt_code: str, out_dir: str | Path) -> dict[str,
 
 
 # --- plain text files -------------------------------------------------------------------------------
-def _read_lines(path: str | Path) -> list[str]:
+def read_lines(path: str | Path) -> list[str]:
     """UTF-8 lines without their line ends; undecodable bytes are reported with file:line."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; give a UTF-8 text file of one segment a line")
     if not path.is_file():
         raise FileNotFoundError(f"No such file: {path} (check the path; it must be a UTF-8 text file)")
     lines = []
@@ -287,12 +290,12 @@ def _read_lines(path: str | Path) -> list[str]:
 
 def read_text(path: str | Path) -> list[str]:
     """The non-blank lines of a UTF-8 file holding one segment a line (a language model's text)."""
-    return [line for line in _read_lines(path) if line.strip()]
+    return [line for line in read_lines(path) if line.strip()]
 
 
 def read_parallel_files(src_path: str | Path, tgt_path: str | Path) -> ParallelCorpus:
     """Read two UTF-8 files holding one segment a line; line i of each is a translation pair."""
-    src, tgt = _read_lines(src_path), _read_lines(tgt_path)
+    src, tgt = read_lines(src_path), read_lines(tgt_path)
     if len(src) != len(tgt):
         raise ValueError(
             f"Parallel files differ in length: {src_path} has {len(src)} lines, {tgt_path} has {len(tgt)}; "
@@ -304,7 +307,7 @@ def read_parallel_files(src_path: str | Path, tgt_path: str | Path) -> ParallelC
 def read_tsv(path: str | Path, columns: tuple[str, str] = ("source", "target")) -> ParallelCorpus:
     """Read a UTF-8 file of `source<TAB>target` lines (for a classifier, `columns` = ("text", "label"))."""
     src, tgt = [], []
-    for number, line in enumerate(_read_lines(path), start=1):
+    for number, line in enumerate(read_lines(path), start=1):
         fields = line.split("\t")
         if len(fields) != 2:
             raise ValueError(
