@@ -209,3 +209,33 @@ def test_bad_input_and_output_paths_are_one_line_errors_before_any_work(model_di
     assert main(["evaluate", "--model", str(model_dir), "--output", str(tmp_path / "no" / "h.txt")]) == 2
     assert "does not exist; create it first" in capsys.readouterr().err
     assert not (tmp_path / "missing").exists()
+
+
+def test_missing_training_files_and_unknown_codes_are_refused_before_anything_is_printed_or_made(tmp_path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text(f"model: {{preset: tiny}}\ntrain: {{max_steps: 3}}\ndata: {{corpus: files, train_src: "
+                      f"{tmp_path / 'no.de'}, train_tgt: {tmp_path / 'no.en'}}}\n")
+    assert main(["train", str(config), "--out", str(tmp_path / "run")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"data.train_src='{tmp_path / 'no.de'}': not found" in captured.err
+    assert not (tmp_path / "run").exists()
+    assert main(["data", "export", "bible", "--src", "e", "--tgt", "xx", "--out", str(tmp_path / "export")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown Bible code 'xx' for the target side" in err and "tgt_code" not in err
+    assert not (tmp_path / "export").exists()
+
+
+def test_version_is_pyprojects_and_the_licence_file_matches_its_licence(capsys):
+    from pathlib import Path
+
+    import transformer
+
+    root = Path(__file__).resolve().parent.parent
+    pyproject = (root / "pyproject.toml").read_text()
+    version = re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1)
+    licence = re.search(r'^license = "([^"]+)"', pyproject, re.M).group(1)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"transformer {version}" == f"transformer {transformer.__version__}"
+    assert (root / "LICENSE").read_text().splitlines()[0] == f"{licence} License"

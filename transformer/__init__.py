@@ -4,9 +4,15 @@
 trains and uses them (transformer/cli.py).
 """
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-__all__ = ["load"]
+__all__ = ["__version__", "load"]
+
+try:
+    __version__ = version("transformer")  # pyproject.toml's, as installed
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 
 def __getattr__(name: str) -> Any:

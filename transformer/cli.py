@@ -24,6 +24,9 @@ CT2_QUANTIZATIONS = ["float32", "int8", "int8_float32", "int8_float16", "int8_bf
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="transformer", description=__doc__)
+    from transformer import __version__
+
+    parser.add_argument("--version", action="version", version=f"transformer {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -166,10 +169,12 @@ def _cmd_data(args: argparse.Namespace) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from transformer.config import RunConfig
+    from transformer.data.datasets import check_files
     from transformer.training.tasks import TASKS
     from transformer.training.trainer import train
 
     config = RunConfig.load(args.config, args.overrides)
+    check_files(config.data)  # before the config is printed and --out is made
     out = args.out or Path("runs") / Path(args.config).stem
     print(f"# resolved config -> {out / 'config.yaml'}\n{config.to_yaml()}", flush=True)
     state = train(config, out, resume=args.resume, progress_bar=not args.no_progress)

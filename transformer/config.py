@@ -259,6 +259,7 @@ class TrainConfig:
     average_last: int = 0  # average the weights of the last k evaluations (section 6.1); 0 = off
     snapshot_minutes: tuple[float, ...] = ()  # also keep the weights as they are after these minutes
     init_from: str | None = None  # start from this model directory's weights (fine-tuning); new heads start fresh
+    patience: int | None = None  # early stopping: stop after this many validations in a row without a better metric
 
     def __post_init__(self) -> None:
         if isinstance(self.betas, list):
@@ -283,6 +284,8 @@ class TrainConfig:
         check(self.eval_every > 0 and self.log_every > 0,
                f"train.eval_every={self.eval_every} and log_every={self.log_every} must be > 0")
         check(self.average_last >= 0, f"train.average_last={self.average_last} must be >= 0")
+        check(self.patience is None or self.patience >= 1,
+              f"train.patience={self.patience} must be >= 1 (validations without improvement), or null for none")
 
 
 @dataclass(frozen=True)

@@ -112,9 +112,9 @@ def test_load_bible_drops_verses_empty_on_either_side() -> None:
 
 @needs_bible
 def test_unknown_code_lists_valid_ones() -> None:
-    with pytest.raises(ValueError, match=r"src_code='x'.*e \(German\)"):
+    with pytest.raises(ValueError, match=r"unknown Bible code 'x' for the source side; .*e \(German\)"):
         load_bible("x", "2", "test")
-    with pytest.raises(ValueError, match="tgt_code='EN'"):
+    with pytest.raises(ValueError, match="unknown Bible code 'EN' for the target side"):
         load_bible("e", "EN", "test")
 
 

@@ -145,3 +145,17 @@ def test_a_masked_language_model_run_logs_perplexity_over_the_masked_tokens(corp
     vectors = bundle.embed(["the king went to the city.", "a woman wept."], normalize=True)
     assert vectors.shape == (2, 64)
     torch.testing.assert_close(vectors.norm(dim=-1), torch.ones(2))
+
+
+def test_patience_stops_after_that_many_validations_without_a_better_metric(corpora, tmp_path):
+    from transformer.training.trainer import Trainer
+
+    scripted = iter([50.0, 40.0, 45.0, 41.0, 30.0])  # perplexity: lower is better; two worse in a row stop it
+    trainer = Trainer(_config(corpora, "lm", max_steps=30, eval_every=2, log_every=100, patience=2),
+                      tmp_path / "gpt", progress_bar=False)
+    trainer.task.validate = lambda model: {"valid_perplexity": next(scripted)}
+    state = trainer.train()
+    assert (state.step, state.best_step, state.best_score) == (8, 4, 40.0)
+    records = [json.loads(line) for line in (tmp_path / "gpt" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "valid_perplexity" in r] == [2, 4, 6, 8]
+    assert records[-1].get("early_stop") is True and not any(r.get("early_stop") for r in records[:-1])

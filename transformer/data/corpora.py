@@ -144,11 +144,12 @@ def bible_translations() -> list[BibleTranslation]:
     return sorted(out, key=lambda t: (t.language, t.code))
 
 
-def _check_code(code: str, role: str) -> None:
+def _check_code(code: str, role: str = "") -> None:
     counts = _db_counts()
     if code not in counts:
         valid = ", ".join(f"{c} ({_KNOWN.get(c, ('unknown',))[0]})" for c in sorted(counts))
-        raise ValueError(f"Unknown Bible code {role}={code!r}; valid codes: {valid}")
+        side = f" for the {role} side" if role else ""
+        raise ValueError(f"unknown Bible code {code!r}{side}; valid codes (`transformer data list`): {valid}")
 
 
 # --- cleaning ---------------------------------------------------------------------------------------
@@ -211,7 +212,7 @@ def load_bible(src_code: str, tgt_code: str, split: str, scheme: str = "books") 
 def load_bible_verses(code: str, split: str, scheme: str = "books") -> tuple[list[str], list[int]]:
     """The cleaned, non-empty verses of one translation's `split`, in canonical order, and each one's book."""
     where, books = _books_clause(split, scheme)
-    _check_code(code, "code")
+    _check_code(code)
     query = (f"SELECT s.bNumber, s.vText FROM bible s WHERE s.bbName = ? AND {where} "
              "ORDER BY s.bNumber, s.cNumber, s.vNumber")
     with _connect() as db:
@@ -228,8 +229,8 @@ def load_bible_book(src_code: str, tgt_code: str, book_number: int) -> ParallelC
 
 
 def _load_aligned(src_code: str, tgt_code: str, where: str, params: tuple[int, ...], what: str) -> ParallelCorpus:
-    _check_code(src_code, "src_code")
-    _check_code(tgt_code, "tgt_code")
+    _check_code(src_code, "source")
+    _check_code(tgt_code, "target")
     query = (
         "SELECT s.vText, t.vText FROM bible s JOIN bible t ON t.bbName = ? AND t.bNumber = s.bNumber "
         "AND t.cNumber = s.cNumber AND t.vNumber = s.vNumber "
@@ -251,6 +252,8 @@ def _load_aligned(src_code: str, tgt_code: str, where: str, params: tuple[int, .
 
 def export_bible(src_code: str, tgt_code: str, out_dir: str | Path) -> dict[str, int]:
     """Write train/valid/test `.src` and `.tgt` files (a verse a line) into `out_dir`; return verse counts."""
+    _check_code(src_code, "source")
+    _check_code(tgt_code, "target")  # before the directory is made
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}

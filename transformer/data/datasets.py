@@ -3,6 +3,8 @@ texts (classify)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from transformer.config import SPLIT_NAMES, DataConfig
 from transformer.data.bible_books import GENRES, genre_of
 from transformer.data.corpora import (
@@ -19,6 +21,17 @@ from transformer.data.corpora import (
 def _check_split(split: str) -> None:
     if split not in SPLIT_NAMES:
         raise ValueError(f"unknown split {split!r}; use one of {list(SPLIT_NAMES)}")
+
+
+def check_files(data: DataConfig) -> None:
+    """Raise FileNotFoundError for the first data file the config names that is not a file (before any work)."""
+    for split in SPLIT_NAMES:
+        for kind in ("src", "tgt", "tsv", "text"):
+            path = getattr(data, f"{split}_{kind}")
+            if path and not Path(path).is_file():
+                what = "a directory" if Path(path).is_dir() else "not found"
+                raise FileNotFoundError(f"data.{split}_{kind}={path!r}: {what}; name a UTF-8 text file "
+                                        "(paths are relative to the directory you run in)")
 
 
 def load_split(data: DataConfig, split: str) -> ParallelCorpus | None:

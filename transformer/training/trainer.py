@@ -53,6 +53,7 @@ class Progress:
     train_seconds: float = 0.0
     best_score: float | None = None  # the best valid_<metric> so far (the task's metric)
     best_step: int = 0
+    evals_since_best: int = 0  # validations in a row that did not beat the best (train.patience stops on it)
     checkpoints: list[str] = field(default_factory=list)
     snapshots_done: list[float] = field(default_factory=list)
 
@@ -135,6 +136,8 @@ class Trainer:
         t, s = self.config.train, self.state
         if t.max_steps is not None and s.step >= t.max_steps:
             return False
+        if t.patience is not None and s.evals_since_best >= t.patience:
+            return False  # early stopping
         if t.max_epochs is not None and s.epoch >= t.max_epochs:
             return False
         return t.max_minutes is None or s.train_seconds < t.max_minutes * 60
@@ -264,9 +267,12 @@ class Trainer:
             better = self.task.better(record[metric], s.best_score)
         else:
             better = True  # without a valid split, the latest weights are the ones to keep
+        s.evals_since_best = 0 if better else s.evals_since_best + 1
         if better:
             s.best_score, s.best_step = record.get(metric, s.best_score), s.step
             save_weights(self.model, self.out / "model.safetensors")
+        elif self.config.train.patience is not None and s.evals_since_best >= self.config.train.patience:
+            record["early_stop"] = True  # train.patience validations without a better valid metric
         record["best_step"] = s.best_step
         save_train_state(self.out / "train_state.pt", optimizer=self.optimizer, scheduler=None,
                          step=s.step, epoch=s.epoch, model=self.model, extra={"progress": vars(s).copy()})
