@@ -13,7 +13,7 @@ from transformer.config import DecodeConfig, RunConfig
 from transformer.data.batching import pad_ids
 from transformer.data.tokenizer import Tokenizer
 from transformer.decoding import Hypothesis, beam_search, greedy_search
-from transformer.model_dir import TOKENIZER_FILE, WEIGHTS_FILE, load_weights, read_config
+from transformer.model_dir import TOKENIZER_FILE, WEIGHTS_FILE, inside, load_weights, read_config
 from transformer.models import EncoderDecoder, build_model
 from transformer.nn.packed import pack_inference_weights
 
@@ -34,7 +34,7 @@ def load_model_dir(
     tokenizer = None if config.task == "image" else Tokenizer.load(  # an image model reads pixels
         model_dir / TOKENIZER_FILE, pad_id=m.pad_id, bos_id=m.bos_id, eos_id=m.eos_id)
     model = build_model(config.model)
-    load_weights(model, model_dir / weights)
+    load_weights(model, inside(model_dir, weights, "weights file"))
     if for_decoding:
         pack_inference_weights(model)
     return model.eval(), tokenizer, config

@@ -61,6 +61,17 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
         tmp.write_text(text, encoding=encoding)
 
 
+def inside(model_dir: str | os.PathLike, relative: str | os.PathLike, what: str = "file") -> Path:
+    """`model_dir / relative`, refused (ValueError) when it would lead outside `model_dir`: an absolute path,
+    `..`, or a symbolic link out of it. Names read from a directory's own files go through here."""
+    root = Path(model_dir).resolve()
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root):
+        raise ValueError(f"the {what} {str(relative)!r} leads outside the model directory {model_dir}; name a file "
+                         "inside it")
+    return path
+
+
 def require_file(path: Path, what: str) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path} (check the path, or train a model first)")

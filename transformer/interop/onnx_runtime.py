@@ -19,6 +19,7 @@ from transformer.data.batching import pad_ids
 from transformer.data.tokenizer import Tokenizer
 from transformer.decoding.protocol import banned_ids, check_vocab, length_limits, record_step
 from transformer.interop.onnx import CONFIG_FILE, require
+from transformer.model_dir import inside
 from transformer.special_ids import check_special_ids
 
 __all__ = ["OnnxSeq2Seq", "onnx_greedy_search", "pad_batch"]
@@ -41,8 +42,9 @@ class OnnxSeq2Seq:
         if threads is not None:
             options.intra_op_num_threads = threads
         providers = list(providers or ["CPUExecutionProvider"])
-        self.encoder = ort.InferenceSession(str(export_dir / self.config["encoder_file"]), options, providers=providers)
-        self.decoder = ort.InferenceSession(str(export_dir / self.config["decoder_file"]), options, providers=providers)
+        encoder, decoder = (inside(export_dir, self.config[key], key) for key in ("encoder_file", "decoder_file"))
+        self.encoder = ort.InferenceSession(str(encoder), options, providers=providers)
+        self.decoder = ort.InferenceSession(str(decoder), options, providers=providers)
 
     @property
     def n_layers(self) -> int:

@@ -26,6 +26,7 @@ from transformer.model_dir import (
     WEIGHTS_FILE,
     apply_weights,
     average_weights,
+    inside,
     load_weights,
     read_config,
     save_weights,
@@ -260,7 +261,7 @@ class Trainer:
         s.checkpoints = [*s.checkpoints, str(ckpt.relative_to(self.out))]
         keep = max(self.config.train.average_last, 1)
         for old in s.checkpoints[:-keep]:
-            (self.out / old).unlink(missing_ok=True)
+            inside(self.out, old, "checkpoint").unlink(missing_ok=True)
         s.checkpoints = s.checkpoints[-keep:]
         if self.task.has_validation:
             record.update(self._validate(self.task.validate))
@@ -292,7 +293,7 @@ class Trainer:
         s, k = self.state, self.config.train.average_last
         if k > 1 and len(s.checkpoints) > 1 and self.task.has_validation:
             trained = {name: p.detach().clone() for name, p in self.model.state_dict().items()}
-            apply_weights(self.model, average_weights([self.out / c for c in s.checkpoints]))
+            apply_weights(self.model, average_weights([inside(self.out, c, "checkpoint") for c in s.checkpoints]))
             score = self._validate(self.task.valid_metric)
             self._log({"step": s.step, "averaged": len(s.checkpoints),
                        f"valid_{self.task.metric}_averaged": round(score, 2)})
