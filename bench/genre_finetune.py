@@ -34,7 +34,7 @@ from common import emit_json, machine, set_threads  # noqa: E402
 import transformer  # noqa: E402
 from transformer.config import RunConfig  # noqa: E402
 from transformer.data.datasets import load_labelled  # noqa: E402
-from transformer.evaluation.classification import encode_labelled, evaluate_examples, stratified_subset  # noqa: E402
+from transformer.evaluation.classification import stratified_subset  # noqa: E402
 from transformer.training.tasks.classify import label_names  # noqa: E402
 from transformer.training.trainer import train  # noqa: E402
 
@@ -55,9 +55,7 @@ def finetune(config_path: str, out: Path, init_from: str | None, fraction: float
     state = train(RunConfig.load(config_path, overrides), out, progress_bar=False)
     bundle = transformer.load(out)
     texts, labels = load_labelled(bundle.config.data, "test")
-    examples = encode_labelled(texts, labels, bundle.config.model.labels, bundle.tokenizer,
-                               bundle.config.data.max_len, "test")
-    scores = evaluate_examples(bundle.model, examples, bundle.tokenizer, bundle.config.train.max_tokens)
+    scores = bundle.score_labelled(texts, labels, "the test split")
     result = {"test_accuracy": round(scores["accuracy"], 4),
               "test_balanced_accuracy": round(scores["balanced_accuracy"], 4),
               "valid_accuracy": state.best_score, "best_step": state.best_step, "steps": state.step,

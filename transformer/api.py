@@ -105,6 +105,17 @@ class Loaded:
         with torch.inference_mode():
             return predict(self.model, examples, self.tokenizer, c.train.max_tokens)
 
+    def score_labelled(self, texts: Sequence[str], labels: Sequence[str], where: str = "the texts") -> dict[str, float]:
+        """Cross-entropy, accuracy and balanced accuracy of a classifier on `texts` labelled `labels` (names from
+        config.model.labels; `where` names the data in the error for a label the model does not know)."""
+        self._require("classify", "score_labelled")
+        from transformer.evaluation.classification import encode_labelled, evaluate_examples
+
+        c = self.config
+        examples = encode_labelled(texts, labels, c.model.labels, self.tokenizer, c.data.max_len, where)
+        with torch.inference_mode():
+            return evaluate_examples(self.model, examples, self.tokenizer, c.train.max_tokens)
+
     def classify(self, images: Tensor) -> Tensor:
         """Class probabilities (B, K) of images (B, C, H, W) with pixels in [0, 1], ink high."""
         self._require("image", "classify")

@@ -44,7 +44,6 @@ def evaluate_image(args: argparse.Namespace) -> None:
 def evaluate_classify(args: argparse.Namespace) -> None:
     from transformer.api import load
     from transformer.data.datasets import load_labelled
-    from transformer.evaluation.classification import encode_labelled, evaluate_examples
 
     bundle = load(args.model, args.weights)
     c = bundle.config
@@ -52,14 +51,12 @@ def evaluate_classify(args: argparse.Namespace) -> None:
     if not data:
         raise ValueError(f"the model's data config names no {args.split} split; set data.{args.split}_tsv")
     texts, labels = data[0][: args.limit], data[1][: args.limit]
-    examples = encode_labelled(texts, labels, c.model.labels, bundle.tokenizer, c.data.max_len,
-                               f"the {args.split} split")
-    scores = evaluate_examples(bundle.model, examples, bundle.tokenizer, c.train.max_tokens)
-    print(f"accuracy {scores['accuracy']:.4f} ({round(scores['accuracy'] * len(examples))} of {len(examples)} "
+    scores = bundle.score_labelled(texts, labels, f"the {args.split} split")
+    print(f"accuracy {scores['accuracy']:.4f} ({round(scores['accuracy'] * len(texts))} of {len(texts)} "
           f"{args.split} texts), balanced accuracy {scores['balanced_accuracy']:.4f}, "
           f"cross-entropy {scores['loss']:.4f}")
     print(json.dumps({"accuracy": round(scores["accuracy"], 4),
-                      "balanced_accuracy": round(scores["balanced_accuracy"], 4), "n": len(examples),
+                      "balanced_accuracy": round(scores["balanced_accuracy"], 4), "n": len(texts),
                       "split": args.split}))
 
 
