@@ -260,6 +260,7 @@ class TrainConfig:
     snapshot_minutes: tuple[float, ...] = ()  # also keep the weights as they are after these minutes
     init_from: str | None = None  # start from this model directory's weights (fine-tuning); new heads start fresh
     patience: int | None = None  # early stopping: stop after this many validations in a row without a better metric
+    tensorboard: bool = False  # also write the metrics as TensorBoard scalars to <out>/tensorboard (pip tensorboard)
 
     def __post_init__(self) -> None:
         if isinstance(self.betas, list):

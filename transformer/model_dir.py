@@ -4,18 +4,17 @@
     tokenizer.json      the tokenizer (data/tokenizer.py reads and writes it)
     model.safetensors   the weights (`save_weights`, `load_weights`); tied weights stored once
 
-Every file is written atomically (`atomic_path`): a reader never sees half a file, and a failed write keeps
-the previous one. Training's own files (train_state.pt, checkpoints/) are training/checkpoint.py's.
+Every file is written atomically (transformer/safe_files.py): a reader never sees half a file, and a crash keeps
+the previous one. Weights files are also recorded in their directory's manifest.json and verified when read.
+Training's own files (train_state.pt, checkpoints/) are training/checkpoint.py's.
 Works with any ``nn.Module``; ``torch.compile`` and DDP wrappers are unwrapped.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import safetensors.torch
@@ -23,6 +22,7 @@ import yaml
 from torch import Tensor, nn
 
 from transformer.config import RunConfig
+from transformer.safe_files import atomic_path, atomic_write_text, verify
 
 logger = logging.getLogger(__name__)
 
@@ -30,35 +30,7 @@ CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE = "config.yaml", "tokenizer.json", "mo
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 
 
-
 # ----------------------------------------------------------------------------------------------- files
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it replaces ``path``, on error it is removed.
-
-    Readers never see a half-written file, and a failure keeps the previous file intact.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)  # mkstemp makes 0600
-        yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
-    """Write ``text`` to ``path`` atomically (temporary file in the same directory, then ``os.replace``)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding=encoding)
 
 
 def inside(model_dir: str | os.PathLike, relative: str | os.PathLike, what: str = "file") -> Path:
@@ -116,9 +88,10 @@ def _alias_groups(state: Mapping[str, Tensor]) -> list[list[str]]:
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
-    """Save the model's weights to a safetensors file; tied weights are stored once."""
+    """Save the model's weights to a safetensors file, recorded in its directory's manifest; tied weights are
+    stored once."""
     module = unwrap_model(model)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, record=True) as tmp:
         safetensors.torch.save_model(module, str(tmp), metadata={"format": "pt"})
     logger.info("saved weights to %s", path)
 
@@ -168,6 +141,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True)
     """Load a safetensors file written by ``save_weights`` into ``model`` (see ``apply_weights``)."""
     path = Path(path)
     require_file(path, "weights file")
+    verify(path)
     return apply_weights(model, safetensors.torch.load_file(str(path), device="cpu"), strict=strict)
 
 
@@ -182,6 +156,7 @@ def average_weights(paths: Sequence[str | os.PathLike]) -> dict[str, Tensor]:
     paths = [Path(p) for p in paths]
     for path in paths:
         require_file(path, "weights file")
+        verify(path)
     first = safetensors.torch.load_file(str(paths[0]))
     sums = {name: t.float() if t.is_floating_point() else t.clone() for name, t in first.items()}
     for path in paths[1:]:

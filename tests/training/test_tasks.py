@@ -78,7 +78,8 @@ def test_the_config_yaml_of_a_run_names_its_task_and_model_type(corpora, tmp_pat
 
 def test_a_progress_record_of_a_translation_run_from_before_the_tasks_still_resumes():
     old = {"step": 500, "best_bleu": 12.5, "best_step": 500}
-    assert _progress_fields(old) == {"step": 500, "best_score": 12.5, "best_step": 500}
+    assert _progress_fields(old) == {"step": 500, "best_score": 12.5, "best_step": 500, "metrics_bytes": None,
+                                     "finished": True}
     assert _progress_fields({"step": 3, "best_bleu": -1.0})["best_score"] is None  # none yet
 
 

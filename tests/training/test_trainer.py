@@ -111,8 +111,13 @@ def test_non_finite_loss_message_suggests_only_options_that_exist(corpus, tmp_pa
 
 def _write_the_old_way(path, warmup: int, peak_lr: float) -> None:
     """Rewrite train_state.pt as the trainer wrote it when a LambdaLR set the learning rate: a "scheduler" entry
-    with the LambdaLR's state, and param groups holding its "initial_lr" and the lr of the coming update."""
+    with the LambdaLR's state, and param groups holding its "initial_lr" and the lr of the coming update. Runs of
+    that time had no manifest.json and no metrics_bytes or finished in their progress."""
+    for manifest in path.parent.rglob("manifest.json"):
+        manifest.unlink()
     payload = torch.load(path, weights_only=True)
+    for key in ("metrics_bytes", "finished"):
+        del payload["extra"]["progress"][key]
     groups = payload["optimizer"]["param_groups"]
     optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1)) for _ in groups], lr=1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

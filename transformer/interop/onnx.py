@@ -53,10 +53,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from transformer.model_dir import atomic_write_text
 from transformer.models.seq2seq import EncoderDecoder
 from transformer.nn.kv_cache import DecoderCache, KVCache
 from transformer.nn.masks import padding_mask
+from transformer.safe_files import atomic_write_text
 from transformer.special_ids import check_special_ids
 
 logger = logging.getLogger(__name__)

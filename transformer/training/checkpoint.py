@@ -1,5 +1,6 @@
 """Training's own files: train_state.pt (optimizer, RNG states, progress and, with a model, its weights),
-a weights_only torch file written atomically, so that --resume continues exactly where training stopped.
+a weights_only torch file written atomically and recorded in the manifest (transformer/safe_files.py), so that
+--resume continues exactly where training stopped.
 
 The model directory's files (config, weights, tokenizer) are transformer/model_dir.py's.
 """
@@ -17,7 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from transformer.model_dir import apply_weights, atomic_path, require_file, unwrap_model
+from transformer.model_dir import apply_weights, require_file, unwrap_model
+from transformer.safe_files import atomic_path, verify
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +94,7 @@ def save_train_state(
     }
     if model is not None:
         payload["model"] = unwrap_model(model).state_dict()
-    with atomic_path(path) as tmp:
+    with atomic_path(path, record=True) as tmp:
         torch.save(payload, tmp)
     logger.info("saved training state (step %d) to %s", step, path)
 
@@ -109,6 +111,7 @@ def load_train_state(
     """
     path = Path(path)
     require_file(path, "training state")
+    verify(path)
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if model is not None:
         if "model" not in payload:

@@ -5,12 +5,17 @@ the Task's (training/tasks/).
 
 It writes a model directory: config.yaml (the resolved config), tokenizer.json, model.safetensors (the best
 weights on the validation metric, or the average of the last checkpoints when that is better), checkpoints/,
-train_state.pt (what --resume needs), metrics.jsonl and loss.png (README.md, "Command line").
+train_state.pt (what --resume needs), manifest.json (the hashes of the binary files), metrics.jsonl and loss.png
+(README.md, "Command line").
+
+A run killed at any moment resumes to the same weights and the same metrics.jsonl as a run never stopped:
+train_state.pt is saved at step 0 and at every validation, after the files it refers to; every write is atomic
+(transformer/safe_files.py); metrics.jsonl is cut back to the size saved with the state (run_log.py); and a
+checkpoint is deleted only once the saved state no longer lists it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -19,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from transformer.config import RunConfig
 from transformer.model_dir import (
@@ -32,8 +36,10 @@ from transformer.model_dir import (
     save_weights,
     write_config,
 )
+from transformer.safe_files import remove_file, remove_stale_temporaries
 from transformer.training.checkpoint import load_train_state, save_train_state
 from transformer.training.memory import bound_kernel_caches, release_free_memory
+from transformer.training.run_log import RunLog
 from transformer.training.schedule import learning_rate, make_optimizer, set_learning_rate
 from transformer.training.tasks import make_task
 
@@ -57,6 +63,8 @@ class Progress:
     evals_since_best: int = 0  # validations in a row that did not beat the best (train.patience stops on it)
     checkpoints: list[str] = field(default_factory=list)
     snapshots_done: list[float] = field(default_factory=list)
+    metrics_bytes: int | None = 0  # the size of metrics.jsonl when this state was saved (None: not recorded)
+    finished: bool = False  # the end of the run (checkpoint averaging, loss.png) is done
 
 
 class Trainer:
@@ -64,7 +72,6 @@ class Trainer:
 
     def __init__(self, config: RunConfig, out_dir: str | Path, resume: bool = False, progress_bar: bool = True):
         self.out = Path(out_dir)
-        self.progress_bar = progress_bar
         self.resume = resume
         self._check_out_dir(config)
         bound_kernel_caches()  # before the first bf16 matrix product (transformer/training/memory.py)
@@ -74,6 +81,9 @@ class Trainer:
         torch.manual_seed(train_cfg.seed)
         random.seed(train_cfg.seed)
         self.out.mkdir(parents=True, exist_ok=True)
+        for directory in (self.out, self.out / "checkpoints", self.out / "snapshots"):
+            if directory.is_dir():
+                remove_stale_temporaries(directory)  # of writes a killed run left unfinished
 
         self.task = make_task(config, self.out, resume)  # data and tokenizer
         self.config = self.task.config  # vocabulary and special ids resolved against the tokenizer
@@ -86,8 +96,13 @@ class Trainer:
         )
         self.last_lr = 0.0  # the learning rate of the latest update (see _set_learning_rate)
         self.state = Progress()
+        self.log = RunLog(self.out, total_steps=train_cfg.max_steps, progress=progress_bar,
+                          tensorboard=train_cfg.tensorboard)
         if resume:
             self._load_state()
+        self.log.start(self.state.step, self.state.metrics_bytes)
+        if not resume:
+            self._save_state()  # so that a run killed before its first validation resumes too
         logger.info("model: %s parameters", f"{self.model.num_parameters():,}")
 
     # --- set-up -----------------------------------------------------------------------------------
@@ -125,11 +140,12 @@ class Trainer:
         info = load_train_state(self.out / "train_state.pt", self.optimizer, None, model=self.model)
         self.state = Progress(**_progress_fields(info["extra"]["progress"]))
         max_steps = self.config.train.max_steps
-        if max_steps is not None and max_steps <= self.state.step:
+        if self.state.finished and max_steps is not None and max_steps <= self.state.step:
             raise ValueError(
                 f"the checkpoint in {self.out} is already at step {self.state.step}, and train.max_steps={max_steps} "
                 f"is not beyond it; raise it, e.g. --set train.max_steps={self.state.step + 1000}"
             )
+        self.state.finished = False  # a run killed before its end finishes now
         logger.info("resumed at step %d (epoch %d)", self.state.step, self.state.epoch)
 
     # --- the loop ---------------------------------------------------------------------------------
@@ -166,8 +182,6 @@ class Trainer:
     def train(self) -> Progress:
         t = self.config.train
         self.model.train()
-        bar = tqdm(total=t.max_steps, initial=self.state.step, desc="train", unit="step",
-                   disable=not self.progress_bar, dynamic_ncols=True)
         batches = self._micro_batches()
         window_tokens, window_start = 0, time.perf_counter()
         while self._budget_left():
@@ -184,23 +198,23 @@ class Trainer:
             self.state.step += 1
             self.state.train_seconds += time.perf_counter() - started
             window_tokens += sum(self.task.batch_tokens(b) for b in group)
-            bar.update(1)
+            self.log.advance()
             if self.state.step % t.log_every == 0:
                 elapsed = time.perf_counter() - window_start
                 lr = self.last_lr
                 rate = self.task.throughput  # tok_s, or img_s for images
                 record = {"step": self.state.step, "epoch": self.state.epoch, "loss": round(loss, 4), "lr": lr,
                           rate: round(window_tokens / elapsed), "minutes": round(self.state.train_seconds / 60, 2)}
-                self._log(record)
-                bar.set_postfix({"loss": f"{loss:.3f}", "lr": f"{lr:.2e}", rate: record[rate],
-                                 "min": f"{record['minutes']:.1f}"})
+                self.log.record(record)
+                self.log.show(self.state.step, {"loss": f"{loss:.3f}", "lr": f"{lr:.2e}", rate: record[rate],
+                                                "min": f"{record['minutes']:.1f}"})
                 window_tokens, window_start = 0, time.perf_counter()
             self._maybe_snapshot()
             if self.state.step % t.eval_every == 0 or not self._budget_left():
                 self._evaluate_and_save()
                 window_tokens, window_start = 0, time.perf_counter()
-        bar.close()
         self._finish()
+        self.log.close()
         return self.state
 
     def _set_learning_rate(self) -> None:
@@ -258,11 +272,7 @@ class Trainer:
         ckpt_dir.mkdir(exist_ok=True)
         ckpt = ckpt_dir / f"step-{s.step}.safetensors"
         save_weights(self.model, ckpt)
-        s.checkpoints = [*s.checkpoints, str(ckpt.relative_to(self.out))]
-        keep = max(self.config.train.average_last, 1)
-        for old in s.checkpoints[:-keep]:
-            inside(self.out, old, "checkpoint").unlink(missing_ok=True)
-        s.checkpoints = s.checkpoints[-keep:]
+        s.checkpoints = [*s.checkpoints, str(ckpt.relative_to(self.out))][-max(self.config.train.average_last, 1):]
         if self.task.has_validation:
             record.update(self._validate(self.task.validate))
             better = self.task.better(record[metric], s.best_score)
@@ -275,10 +285,25 @@ class Trainer:
         elif self.config.train.patience is not None and s.evals_since_best >= self.config.train.patience:
             record["early_stop"] = True  # train.patience validations without a better valid metric
         record["best_step"] = s.best_step
+        self.log.record(record)
+        self._save_state()
+        self._remove_unlisted_checkpoints()
+        release_free_memory()  # validation freed tensors of shapes training does not reuse
+
+    def _save_state(self) -> None:
+        """train_state.pt: weights, optimizer, RNG and progress, with the size of metrics.jsonl so far."""
+        s = self.state
+        s.metrics_bytes = self.log.durable_size()
         save_train_state(self.out / "train_state.pt", optimizer=self.optimizer, scheduler=None,
                          step=s.step, epoch=s.epoch, model=self.model, extra={"progress": vars(s).copy()})
-        self._log(record)
-        release_free_memory()  # validation freed tensors of shapes training does not reuse
+
+    def _remove_unlisted_checkpoints(self) -> None:
+        """Delete the checkpoints the saved state no longer lists (only after it is saved: a run killed before
+        that resumes from a state that still lists them)."""
+        listed = {inside(self.out, name, "checkpoint") for name in self.state.checkpoints}
+        for path in (self.out / "checkpoints").glob("step-*.safetensors"):
+            if path.resolve() not in listed:
+                remove_file(path)
 
     def _maybe_snapshot(self) -> None:
         s = self.state
@@ -287,7 +312,7 @@ class Trainer:
                 (self.out / "snapshots").mkdir(exist_ok=True)
                 save_weights(self.model, self.out / "snapshots" / f"minute-{minutes:g}.safetensors")
                 s.snapshots_done = [*s.snapshots_done, minutes]
-                self._log({"step": s.step, "snapshot_minutes": minutes})
+                self.log.record({"step": s.step, "snapshot_minutes": minutes})
 
     def _finish(self) -> None:
         s, k = self.state, self.config.train.average_last
@@ -295,8 +320,8 @@ class Trainer:
             trained = {name: p.detach().clone() for name, p in self.model.state_dict().items()}
             apply_weights(self.model, average_weights([inside(self.out, c, "checkpoint") for c in s.checkpoints]))
             score = self._validate(self.task.valid_metric)
-            self._log({"step": s.step, "averaged": len(s.checkpoints),
-                       f"valid_{self.task.metric}_averaged": round(score, 2)})
+            self.log.record({"step": s.step, "averaged": len(s.checkpoints),
+                             f"valid_{self.task.metric}_averaged": round(score, 2)})
             if self.task.better(score, s.best_score):
                 s.best_score, s.best_step = score, s.step
                 save_weights(self.model, self.out / "model.safetensors")
@@ -305,12 +330,9 @@ class Trainer:
             self.model.load_state_dict(trained)
         from transformer.viz.curves import plot_loss
 
-        plot_loss(self.out / "metrics.jsonl", self.out / "loss.png")
-
-    def _log(self, record: dict) -> None:
-        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        logger.info("%s", record)
+        plot_loss(self.log.path, self.out / "loss.png")
+        s.finished = True
+        self._save_state()
 
 
 def train(config: RunConfig, out_dir: str | Path, resume: bool = False, progress_bar: bool = True) -> Progress:
@@ -322,6 +344,8 @@ def _progress_fields(saved: dict) -> dict:
     """A saved progress record as Progress's fields: a train_state.pt of a translation run written before the
     loop served every task holds `best_bleu` (-1 for none) where Progress now has `best_score`."""
     saved = dict(saved)
+    saved.setdefault("metrics_bytes", None)  # not recorded before: metrics.jsonl is kept as it is
+    saved.setdefault("finished", True)  # before this field, a saved state at max_steps was a finished run
     if "best_bleu" in saved:
         bleu = saved.pop("best_bleu")
         saved.setdefault("best_score", None if bleu < 0 else bleu)
