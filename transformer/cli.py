@@ -1,40 +1,61 @@
-"""The `transformer` command line. Argument parsing and printing live here and nowhere else."""
+"""The `transformer` command line: the parser and the dispatch to each command's handler. Argument parsing and
+printing live in the cli*.py modules and nowhere else: cli_translate.py (translate, evaluate), cli_family.py
+(generate, predict, embed, evaluate of the other tasks), cli_tools.py (average-checkpoints), cli_logging.py
+(-v, -vv, --log) and cli_io.py (input lines and output paths)."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
+import os
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from transformer.cli_family import cmd_embed, cmd_generate, cmd_predict, evaluate_classify, evaluate_image, evaluate_lm
-from transformer.cli_io import check_output, input_lines
-from transformer.config import SPLIT_NAMES, DecodeConfig, check_override_sections
+from transformer.cli_family import cmd_embed, cmd_generate, cmd_predict
+from transformer.cli_logging import (
+    add_global_flags,
+    add_global_flags_to_subcommands,
+    configured_logging,
+    logging_options,
+)
+from transformer.cli_tools import add_average_checkpoints, cmd_average_checkpoints
+from transformer.cli_translate import add_translate_commands, cmd_evaluate, cmd_translate
+from transformer.config import check_override_sections
 
 log = logging.getLogger("transformer")
 # ctranslate2's weight types (transformer.interop.ct2.QUANTIZATIONS, not imported here: it loads torch)
 CT2_QUANTIZATIONS = ["float32", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16",
                      "bfloat16"]
+DESCRIPTION = ("Train, evaluate and run Transformer models: translation (encoder-decoder), language models, "
+               "BERT-style encoders, text classifiers and Vision Transformers.")
+EXAMPLES = """examples:
+  transformer data export bible --src e --tgt 2 --out data/bible-de-en
+  transformer train configs/bible-de-en.yaml --set train.max_minutes=30 -v --log train.log
+  transformer translate --model runs/bible-de-en --beam 4 --input de.txt --output en.txt
+  transformer evaluate --model runs/bible-de-en --split test --limit 100
+  transformer generate --model runs/gpt-bible-en --prompt "And God said" --top-k 40 --seed 0
+  transformer import-hf Helsinki-NLP/opus-mt-de-en --out runs/opus-mt-de-en
+  transformer average-checkpoints --model runs/bible-de-en --last 5 --out runs/bible-de-en/averaged.safetensors
+
+`transformer COMMAND --help` lists a command's options. -v, -vv and --log FILE go before or after the command."""
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="transformer", description=__doc__)
+    parser = argparse.ArgumentParser(prog="transformer", description=DESCRIPTION, epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     from transformer import __version__
 
     parser.add_argument("--version", action="version", version=f"transformer {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
-    commands = parser.add_subparsers(dest="command", required=True)
+    add_global_flags(parser)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     help="what to do; `transformer COMMAND --help` lists its options")
 
     data_parser = commands.add_parser("data", help="list and export corpora")
-    data = data_parser.add_subparsers(dest="data_command", required=True)
+    data = data_parser.add_subparsers(dest="data_command", required=True, help="list or export")
     data.add_parser("list", help="Bible translations available, with codes, languages and names")
     export = data.add_parser("export", help="write train/valid/test plain-text files")
-    export.add_argument("corpus", choices=["bible"])
+    export.add_argument("corpus", choices=["bible"], help="the corpus to export: bible (parallel Bible verses)")
     export.add_argument("--src", required=True, help="source translation code (see `transformer data list`)")
     export.add_argument("--tgt", required=True, help="target translation code")
     export.add_argument("--out", required=True, type=Path, help="output directory")
@@ -48,20 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    translate = commands.add_parser("translate", help="translate text, one segment per line (stdin -> stdout)")
-    _decode_args(translate)
-    translate.add_argument("--input", type=Path, help="input file (default: stdin)")
-    translate.add_argument("--output", type=Path, help="output file (default: stdout)")
-
-    evaluate = commands.add_parser("evaluate", help="score a held-out split: BLEU and chrF (sacrebleu) of a "
-                                                    "translation model, perplexity of a language model, accuracy "
-                                                    "of a text or image classifier")
-    _decode_args(evaluate)
-    evaluate.add_argument("--split", default="test", choices=SPLIT_NAMES)
-    evaluate.add_argument("--limit", type=int, help="score only the first N segments")
-    evaluate.add_argument("--weights", default="model.safetensors",
-                          help="weights file inside the model directory (e.g. snapshots/minute-30.safetensors)")
-    evaluate.add_argument("--output", type=Path, help="also write the translations to this file")
+    add_translate_commands(commands)  # translate, evaluate
     generate = commands.add_parser("generate", help="continue a prompt with a language model (task: lm), "
                                                     "streaming the tokens as they come")
     generate.add_argument("--model", required=True, type=Path, help="model directory of a language model")
@@ -102,56 +110,20 @@ def _parser() -> argparse.ArgumentParser:
                      help="weight type: float32 (default; the same tokens as the torch engine), int8 (int8 weights, "
                           "fp32 elsewhere), ...")
     ct2.add_argument("--weights", default="model.safetensors", help="weights file inside the model directory")
-    hf = commands.add_parser("import-hf", help="convert a Hugging Face Marian or BART directory into a model directory")
-    hf.add_argument("hf_dir", type=Path,
+    hf = commands.add_parser("import-hf", help="convert a Hugging Face Marian or BART model (a directory, or a Hub "
+                                               "id) into a model directory")
+    hf.add_argument("hf_dir", type=Path, metavar="DIR_OR_ID",
                     help="directory written by save_pretrained: config.json, model.safetensors or pytorch_model.bin, "
-                         "and the tokenizer (tokenizer.json, or Marian's source.spm, target.spm, vocab.json)")
+                         "and the tokenizer (tokenizer.json, or Marian's source.spm, target.spm, vocab.json); or a "
+                         "Hub id such as Helsinki-NLP/opus-mt-de-en, read from the Hugging Face cache ($HF_HOME) "
+                         "and downloaded when missing (never with HF_HUB_OFFLINE=1)")
     hf.add_argument("--out", required=True, type=Path, help="model directory to write (must not hold a model)")
     hf.add_argument("--set", dest="overrides", action="append", default=[], metavar="A.B=C",
                     help="set a data or decode value of the written config.yaml, e.g. --set decode.beam=4 "
                          "or --set data.test_src=F (repeatable)")
+    add_average_checkpoints(commands)
+    add_global_flags_to_subcommands(parser)  # last: every subcommand gets -v and --log
     return parser
-
-
-def _decode_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, type=Path,
-                        help="model directory written by `transformer train` or `transformer import-hf`")
-    parser.add_argument("--beam", type=int, help="beam size (1 = greedy; default from the model's config)")
-    parser.add_argument("--alpha", type=float, help="length penalty alpha (default from the model's config)")
-    parser.add_argument("--batch-size", type=int, help="segments per decoding batch")
-    parser.add_argument("--engine", default="torch", choices=["torch", "ctranslate2"],
-                        help="torch (default), or ctranslate2: the export in MODEL/ctranslate2 (`export-ct2`)")
-
-
-def _decode_config(args: argparse.Namespace, default: DecodeConfig) -> DecodeConfig:
-    changes = {k: v for k, v in (("beam", args.beam), ("alpha", args.alpha), ("batch_size", args.batch_size))
-               if v is not None}
-    return dataclasses.replace(default, **changes)
-
-
-def _translator(args: argparse.Namespace, weights: str = "model.safetensors") -> tuple[Any, Callable[..., list[str]]]:
-    """The model directory's RunConfig and translate(lines, decode, progress) for the chosen --engine."""
-    from transformer.model_dir import read_config
-
-    task = read_config(args.model).task
-    if task != "translation":
-        raise ValueError(f"{args.model} holds a model for task {task!r}, which does not translate; "
-                         "use `transformer generate` or `transformer evaluate` with it")
-    if args.engine == "ctranslate2":
-        import torch
-
-        from transformer.interop.ct2 import load_ct2_dir
-
-        if weights != "model.safetensors":
-            raise ValueError("--weights applies to the torch engine; export those weights with "
-                             "`transformer export-ct2 --weights ... --out DIR`")
-        translator, config = load_ct2_dir(args.model, threads=torch.get_num_threads())
-        return config, lambda lines, decode, progress: translator.translate(lines, decode, config.data.max_len)
-    from transformer.inference import load_model_dir, translate
-
-    model, tokenizer, config = load_model_dir(args.model, weights, for_decoding=True)  # packed weights
-    return config, lambda lines, decode, progress: translate(model, tokenizer, lines, decode, config.data.max_len,
-                                                             progress=progress)
 
 
 def _cmd_data(args: argparse.Namespace) -> None:
@@ -182,54 +154,6 @@ def _cmd_train(args: argparse.Namespace) -> None:
     print(json.dumps({"out": str(out), "task": config.task, "steps": state.step, "epochs": state.epoch,
                       "train_minutes": round(state.train_seconds / 60, 2), f"best_valid_{metric}": state.best_score,
                       "best_step": state.best_step}))
-
-
-def _cmd_translate(args: argparse.Namespace) -> None:
-    check_output(args.output)
-    config, translate = _translator(args)
-    lines = input_lines(args.input)
-    outputs = translate(lines, _decode_config(args, config.decode), progress=len(lines) > 50)
-    text = "".join(line + "\n" for line in outputs)
-    if args.output:
-        args.output.write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
-
-
-def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from transformer.model_dir import read_config
-
-    check_output(args.output)
-
-    task = read_config(args.model).task
-    if task != "translation" and args.engine != "torch":
-        raise ValueError(f"--engine {args.engine} translates; a model for task {task!r} is evaluated with "
-                         "--engine torch")
-    if task in ("lm", "mlm"):
-        return evaluate_lm(args)
-    if task == "image":
-        return evaluate_image(args)
-    if task == "classify":
-        return evaluate_classify(args)
-    from transformer.data.datasets import load_split
-    from transformer.evaluation.metrics import corpus_bleu, corpus_chrf
-    config, translate = _translator(args, args.weights)
-    corpus = load_split(config.data, args.split)
-    if corpus is None:
-        raise ValueError(f"the model's data config names no {args.split} split; set data.{args.split}_src/_tgt")
-    src, refs = corpus.src[: args.limit], corpus.tgt[: args.limit]
-    decode = _decode_config(args, config.decode)
-    started = time.perf_counter()
-    hyps = translate(src, decode, progress=True)
-    seconds = time.perf_counter() - started
-    bleu, chrf = corpus_bleu(hyps, refs), corpus_chrf(hyps, refs)
-    if args.output:
-        args.output.write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
-    print(f"{bleu.detail}\n  signature: {bleu.signature}")
-    print(f"{chrf.detail}\n  signature: {chrf.signature}")
-    print(f"decoded {len(hyps)} segments in {seconds:.1f} s (beam {decode.beam}, alpha {decode.alpha})")
-    print(json.dumps({"bleu": round(bleu.score, 2), "chrf": round(chrf.score, 2), "n": len(hyps),
-                      "beam": decode.beam, "split": args.split, "decode_seconds": round(seconds, 1)}))
 
 
 def _cmd_export_onnx(args: argparse.Namespace) -> None:
@@ -274,19 +198,22 @@ def _cmd_import_hf(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    handler = {"data": _cmd_data, "train": _cmd_train, "translate": _cmd_translate, "evaluate": _cmd_evaluate,
+    handler = {"data": _cmd_data, "train": _cmd_train, "translate": cmd_translate, "evaluate": cmd_evaluate,
                "generate": cmd_generate, "predict": cmd_predict, "embed": cmd_embed, "export-onnx": _cmd_export_onnx,
-               "export-ct2": _cmd_export_ct2, "import-hf": _cmd_import_hf}
+               "export-ct2": _cmd_export_ct2, "import-hf": _cmd_import_hf,
+               "average-checkpoints": cmd_average_checkpoints}
     try:
-        handler[args.command](args)
+        with configured_logging(*logging_options(args)):  # a --log in a missing directory: error before any work
+            handler[args.command](args)
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint is kept", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`translate ... | head`): stop quietly, as other filters do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 141
     return 0
 
 

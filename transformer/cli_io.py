@@ -4,16 +4,41 @@ before any work starts, so that a bad path never costs a decoding run."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+STDIN = "-"  # --input -: read stdin
+
+
+def reads_stdin(path: Path | None) -> bool:
+    """Whether an --input value means stdin: none given, or `-`."""
+    return path is None or str(path) == STDIN
+
+
+def stream_lines(path: Path | None) -> Iterator[str]:
+    """The lines of `path`, else of stdin (`path` None or `-`), read one at a time as they arrive (UTF-8, line
+    ends removed, empty lines kept; a bad byte is named by file, or <stdin>, and line). A missing file or a
+    directory is refused now, before the first line is asked for."""
+    from transformer.data.corpora import check_text_file, decode_lines
+
+    if reads_stdin(path):
+        binary = getattr(sys.stdin, "buffer", None)
+        if binary is None:  # a text stream put in place of stdin (tests, embedding applications)
+            return (line.rstrip("\r\n") for line in sys.stdin)
+        return decode_lines(binary, "<stdin>")
+    return _file_lines(check_text_file(path))
+
+
+def _file_lines(path: Path) -> Iterator[str]:
+    from transformer.data.corpora import decode_lines
+
+    with path.open("rb") as f:
+        yield from decode_lines(f, path)
 
 
 def input_lines(path: Path | None) -> list[str]:
-    """The lines of `path` (UTF-8, empty lines kept; a bad byte is named by file and line), else of stdin."""
-    if path is None:
-        return sys.stdin.read().splitlines()
-    from transformer.data.corpora import read_lines
-
-    return read_lines(path)
+    """All the lines of `path`, else of stdin (`path` None or `-`), as `stream_lines` reads them."""
+    return list(stream_lines(path))
 
 
 def check_output(path: Path | None, flag: str = "--output") -> None:

@@ -301,8 +301,14 @@ class DecodeConfig:
 
     def __post_init__(self) -> None:
         check(self.beam >= 1, f"decode.beam={self.beam} must be >= 1")
-        check(self.alpha >= 0, f"decode.alpha={self.alpha} must be >= 0")
+        check(0 <= self.alpha < float("inf"), f"decode.alpha={self.alpha} must be a finite number >= 0")
         check(self.batch_size >= 1, f"decode.batch_size={self.batch_size} must be >= 1")
+        # Checked here too (decoding checks them again), so that `train` refuses them before training, not at
+        # its first validation.
+        check(0 <= self.max_len_a < float("inf"),
+              f"decode.max_len_a={self.max_len_a} must be a finite number >= 0 (output tokens per source token)")
+        check(self.max_len_b >= 0, f"decode.max_len_b={self.max_len_b} must be >= 0 (output tokens beyond "
+                                   "max_len_a * source length)")
 
 
 # task: what a run trains the model to do, and the model type each task trains (training/tasks/).

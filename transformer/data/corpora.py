@@ -7,7 +7,7 @@ import importlib.util
 import logging
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,9 @@ __all__ = [
     "bible_db_path",
     "bible_split",
     "bible_translations",
+    "check_text_file",
     "clean_verse",
+    "decode_lines",
     "export_bible",
     "filter_pairs",
     "load_bible",
@@ -268,27 +270,37 @@ def export_bible(src_code: str, tgt_code: str, out_dir: str | Path) -> dict[str,
 
 
 # --- plain text files -------------------------------------------------------------------------------
-def read_lines(path: str | Path) -> list[str]:
-    """UTF-8 lines without their line ends; undecodable bytes are reported with file:line."""
+def check_text_file(path: str | Path) -> Path:
+    """`path` as a Path, or a one-line error when it is a directory or missing (before anything is read)."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a directory; give a UTF-8 text file of one segment a line")
     if not path.is_file():
         raise FileNotFoundError(f"No such file: {path} (check the path; it must be a UTF-8 text file)")
-    lines = []
+    return path
+
+
+def decode_lines(raw_lines: Iterable[bytes], name: str | Path) -> Iterator[str]:
+    """Decode byte lines as UTF-8 one at a time, without their line ends (and without a BOM on line 1);
+    undecodable bytes raise a ValueError naming `name` (a file, or e.g. <stdin>) and the line."""
+    for number, raw in enumerate(raw_lines, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"{name}:{number}: bytes {raw[error.start:error.end]!r} are not UTF-8; "
+                "convert the file, e.g. `iconv -f LATIN1 -t UTF-8`"
+            ) from None
+        if number == 1:
+            line = line.removeprefix("\ufeff")
+        yield line.rstrip("\r\n")
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """UTF-8 lines without their line ends; undecodable bytes are reported with file:line."""
+    path = check_text_file(path)
     with path.open("rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise ValueError(
-                    f"{path}:{number}: bytes {raw[error.start:error.end]!r} are not UTF-8; "
-                    "convert the file, e.g. `iconv -f LATIN1 -t UTF-8`"
-                ) from None
-            if number == 1:
-                line = line.removeprefix("\ufeff")
-            lines.append(line.rstrip("\r\n"))
-    return lines
+        return list(decode_lines(f, path))
 
 
 def read_text(path: str | Path) -> list[str]:

@@ -154,7 +154,8 @@ def beam_search(
     batch, k = src.size(0), beam_size
     if batch == 0:
         return []
-    limits = length_limits(src_mask, max_len_a, max_len_b, max_new_tokens)
+    limits = length_limits(src_mask, max_len_a, max_len_b, max_new_tokens,
+                           getattr(model, "max_positions", None))  # within a learned position table
     eos = torch.tensor([eos_id], device=src.device)
     rules = _Rules([_Finished(k) for _ in range(batch)], limits, eos, pad_id, alpha)
     banned = banned_index(pad_id, bos_id, eos_id, src.device)

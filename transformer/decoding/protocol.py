@@ -13,6 +13,9 @@ With `cache=None`, decode_step computes all t tokens from scratch and returns a 
 
 Length limit: an example may generate at most `max_new_tokens` tokens, EOS included, or, when that is None,
 int(max_len_a * source_length + max_len_b) with the source length counted without padding (at least 1).
+A decoder with a learned position table (`model.max_positions`, None for sinusoids) bounds both: BOS and every
+token fed back take a position, so L tokens need L positions. The formula's limit is cut to the table's size;
+a `max_new_tokens` beyond it is an error before any decoding.
 
 Shapes: B batch, S source length, t new target tokens, T prefix length, D d_model, V vocab.
 """
@@ -53,17 +56,24 @@ def check_vocab(vocab_size: int, pad_id: int, bos_id: int, eos_id: int) -> None:
 
 
 def length_limits(
-    src_mask: Tensor, max_len_a: float, max_len_b: int, max_new_tokens: int | None
+    src_mask: Tensor, max_len_a: float, max_len_b: int, max_new_tokens: int | None,
+    max_positions: int | None = None,
 ) -> list[int]:
-    """The most tokens (EOS included) each example may generate."""
+    """The most tokens (EOS included) each example may generate; `max_positions` is the decoder's learned
+    position table size (None: no bound), see the module docstring."""
     if max_new_tokens is not None:
         if max_new_tokens <= 0:
             raise ValueError(f"max_new_tokens={max_new_tokens} must be positive (or None to use max_len_a/b)")
+        if max_positions is not None and max_new_tokens > max_positions:
+            raise ValueError(
+                f"max_new_tokens={max_new_tokens} exceeds the decoder's {max_positions} learned positions; use "
+                f"max_new_tokens <= {max_positions}, or a model with positional='sinusoidal', which has no limit")
         return [max_new_tokens] * src_mask.size(0)
-    if max_len_a < 0 or max_len_b < 0:
-        raise ValueError(f"max_len_a={max_len_a} and max_len_b={max_len_b} must both be >= 0")
+    if not 0 <= max_len_a < float("inf") or max_len_b < 0:
+        raise ValueError(f"max_len_a={max_len_a} and max_len_b={max_len_b} must both be finite and >= 0")
     lengths = src_mask.sum(dim=(1, 2, 3)).tolist()  # (B,) tokens without padding
-    return [max(1, int(max_len_a * n + max_len_b)) for n in lengths]
+    limits = [max(1, int(max_len_a * n + max_len_b)) for n in lengths]
+    return limits if max_positions is None else [min(limit, max_positions) for limit in limits]
 
 
 def banned_ids(pad_id: int, bos_id: int, eos_id: int) -> list[int]:

@@ -67,6 +67,7 @@ from transformer.config import DecodeConfig, ModelConfig, RunConfig
 from transformer.data.tokenizer import Tokenizer
 from transformer.decoding import Hypothesis
 from transformer.decoding.protocol import banned_ids, length_limits
+from transformer.inference import Translation
 from transformer.models import EncoderDecoder
 from transformer.nn.positional import sinusoidal_table
 
@@ -325,9 +326,9 @@ class Ct2Translator:
                              f"export's {self.max_positions} positions; shorten the input (data.max_len) or lower "
                              "decode.max_len_a/max_len_b")
 
-    def _options(self, decode: DecodeConfig, limit: int) -> dict[str, Any]:
+    def _options(self, decode: DecodeConfig, limit: int, n_best: int) -> dict[str, Any]:
         return dict(beam_size=decode.beam, length_penalty=decode.alpha, max_batch_size=decode.batch_size,
-                    max_decoding_length=limit, min_decoding_length=0, max_input_length=0, num_hypotheses=1,
+                    max_decoding_length=limit, min_decoding_length=0, max_input_length=0, num_hypotheses=n_best,
                     return_scores=True, suppress_sequences=self._suppressed)
 
     def _hypothesis(self, tokens: list[str], score: float, limit: int, alpha: float) -> Hypothesis:
@@ -340,25 +341,44 @@ class Ct2Translator:
     def translate_ids(self, sources: Sequence[Sequence[int]], decode: DecodeConfig) -> list[Hypothesis]:
         """The best hypothesis of each source (ids with the tokenizer's special tokens, no padding), in order:
         tokens without BOS and EOS, CTranslate2's score and the log-probability."""
+        return [found[0] for found in self.translate_ids_nbest(sources, decode, 1)]
+
+    def translate_ids_nbest(self, sources: Sequence[Sequence[int]], decode: DecodeConfig,
+                            n_best: int) -> list[list[Hypothesis]]:
+        """The `n_best` best hypotheses of each source, best first, as `translate_ids` gives the best one
+        (n_best <= decode.beam; a source without tokens gets empty hypotheses of score 0)."""
+        if not 1 <= n_best <= decode.beam:
+            raise ValueError(f"n_best={n_best} must be between 1 and the beam size {decode.beam}; raise the beam "
+                             "or lower n_best")
         if not sources:
             return []
         groups: dict[int, list[int]] = {}
         for i, limit in enumerate(source_limits(sources, decode)):
             groups.setdefault(limit, []).append(i)
-        results: list[Hypothesis | None] = [None] * len(sources)
+        results: list[list[Hypothesis]] = [[] for _ in sources]
         for limit, indices in sorted(groups.items()):
             self._check_fits(max(len(sources[i]) for i in indices), limit)
             batch = [self._source_tokens(sources[i]) for i in indices]
-            outputs = self.translator.translate_batch(batch, **self._options(decode, limit))
+            outputs = self.translator.translate_batch(batch, **self._options(decode, limit, n_best))
             for i, output in zip(indices, outputs, strict=True):
-                score = output.scores[0] if output.scores else 0.0
-                results[i] = self._hypothesis(output.hypotheses[0], score, limit, decode.alpha)
-        return results  # type: ignore[return-value]
+                scores = output.scores or [0.0] * len(output.hypotheses)
+                results[i] = [self._hypothesis(tokens, score, limit, decode.alpha)
+                              for tokens, score in zip(output.hypotheses, scores, strict=True)]
+        return results
 
     def translate(self, lines: Sequence[str], decode: DecodeConfig, max_src_len: int | None = None) -> list[str]:
         """Translate each line, as `transformer.inference.translate` does with the torch model."""
         encoded = self.tokenizer.encode_batch(list(lines), add_special_tokens=True, max_len=max_src_len)
         return [self.tokenizer.decode(h.tokens) for h in self.translate_ids(encoded, decode)]
+
+    def translate_scored(self, lines: Sequence[str], decode: DecodeConfig, max_src_len: int | None = None,
+                         n_best: int = 1) -> list[list[Translation]]:
+        """As `transformer.inference.translate_scored`: the n_best best translations of each line with their
+        scores, best first. Beam search (beam > 1) scores by CTranslate2's ranking, log P / n ** alpha; greedy
+        search (beam 1) by the log-probability, the sum of the token log-probabilities, as the torch engine."""
+        encoded = self.tokenizer.encode_batch(list(lines), add_special_tokens=True, max_len=max_src_len)
+        return [[Translation(self.tokenizer.decode(h.tokens), h.log_prob if decode.beam == 1 else h.score)
+                 for h in found] for found in self.translate_ids_nbest(encoded, decode, n_best)]
 
 
 def load_ct2_dir(model_dir: str | Path, threads: int = 0) -> tuple[Ct2Translator, RunConfig]:

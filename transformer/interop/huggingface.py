@@ -1,7 +1,8 @@
 """Run Hugging Face translation checkpoints (Marian, BART) in our EncoderDecoder, with identical weights.
 
     model_from_hf(hf_model)        an in-memory MarianMTModel / BartForConditionalGeneration -> EncoderDecoder
-    load_hf_dir(path)              a save_pretrained directory -> (EncoderDecoder, Tokenizer, RunConfig)
+    load_hf_dir(path)              a save_pretrained directory, or a Hub id (interop/hub.py: from the Hugging
+                                   Face cache, downloaded when missing) -> (EncoderDecoder, Tokenizer, RunConfig)
     import_hf(hf_dir, out_dir)     ... written as one of our model directories (`transformer import-hf`)
 
 Nothing here imports `transformers`: a directory is read from config.json, model.safetensors (or
@@ -51,6 +52,7 @@ from transformer.config import (
     to_dict,
 )
 from transformer.data.tokenizer import Tokenizer
+from transformer.interop.hub import resolve_hf_dir
 from transformer.model_dir import apply_weights, atomic_write_text, save_weights
 from transformer.models import EncoderDecoder, build_model
 from transformer.nn.positional import sinusoidal_table
@@ -282,13 +284,14 @@ def _decode_config(settings: dict[str, Any], pad_id: int) -> DecodeConfig:
 
 
 def load_hf_dir(path: str | Path) -> tuple[EncoderDecoder, Tokenizer, RunConfig]:
-    """Model (eval mode), tokenizer and a RunConfig from a Hugging Face directory (save_pretrained).
+    """Model (eval mode), tokenizer and a RunConfig from a Hugging Face directory (save_pretrained), or from a
+    Hub id such as "Helsinki-NLP/opus-mt-de-en" (its snapshot in the Hugging Face cache; see interop/hub.py).
 
     The RunConfig's decode section copies num_beams and length_penalty (as alpha) from the generation
     settings; its data section is the default (Bible German -> English) with max_len = the model's
     max_position_embeddings; its train section is a placeholder.
     """
-    hf_dir = Path(path)
+    hf_dir = resolve_hf_dir(path)  # a directory as it is; a Hub id as its snapshot in the cache
     config = _read_json(hf_dir / "config.json")
     model_type = check_supported(config)
     model, model_config = _convert(config, _read_weights(hf_dir))

@@ -20,6 +20,25 @@ from torch import Tensor, nn
 from transformer.nn.layers import Encoder
 from transformer.nn.masks import padding_mask
 from transformer.nn.positional import InputEmbedding
+from transformer.nn.tracing import tracing
+
+
+def check_token_types(token_types: Tensor, tokens: Tensor, type_vocab_size: int) -> None:
+    """Raise a ValueError naming the bad shape, dtype or id of `token_types` before a broadcast or an embedding
+    kernel fails on it. Without token-type embeddings (type_vocab_size=0) only type 0, one segment, is valid."""
+    if tuple(token_types.shape) != tuple(tokens.shape):
+        raise ValueError(f"token_types of shape {tuple(token_types.shape)} must have the shape of the tokens, "
+                         f"{tuple(tokens.shape)}: one type id per token")
+    if token_types.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"token_types must be an integer tensor, got dtype {token_types.dtype}")
+    if tracing() or token_types.numel() == 0:
+        return
+    low, high = int(token_types.min()), int(token_types.max())
+    if low < 0 or high >= max(type_vocab_size, 1):
+        bad = low if low < 0 else high
+        valid = f"0..{type_vocab_size - 1}" if type_vocab_size else "0 only, as the model has no token-type embeddings"
+        raise ValueError(f"token type id {bad} is out of range for model.type_vocab_size={type_vocab_size} (valid: "
+                         f"{valid}); pass the segment ids the model was trained with, or none")
 
 
 class EncoderOnly(nn.Module):
@@ -42,6 +61,8 @@ class EncoderOnly(nn.Module):
     def hidden_states(self, tokens: Tensor, token_types: Tensor | None = None, need_weights: bool = False) -> Tensor:
         """tokens (B, T) -> the encoder's output (B, T, D); pad positions are never attended to."""
         x = self.embed.tokens(tokens) + self.embed.positions(tokens.size(1)).to(self.embed.tokens.weight.dtype)
+        if token_types is not None:
+            check_token_types(token_types, tokens, 0 if self.token_types is None else self.token_types.num_embeddings)
         if self.token_types is not None:
             x = x + self.token_types(torch.zeros_like(tokens) if token_types is None else token_types)
         if self.embed.norm is not None:

@@ -13,7 +13,7 @@ from transformer.nn.kv_cache import DecoderCache
 from transformer.nn.layers import Decoder, Encoder
 from transformer.nn.masks import causal_mask, padding_mask
 from transformer.nn.packed import Packable
-from transformer.nn.positional import InputEmbedding
+from transformer.nn.positional import InputEmbedding, LearnedPositionalEmbedding
 
 
 class EncoderDecoder(Packable):
@@ -88,6 +88,13 @@ class EncoderDecoder(Packable):
         x = self.tgt_embed(tgt)  # (B, T, D)
         self_mask = causal_mask(tgt.size(1), tgt.size(1), device=tgt.device)  # (1, 1, T, T)
         return self.decoder(x, memory, self_mask, src_mask)  # (B, T, D)
+
+    @property
+    def max_positions(self) -> int | None:
+        """The longest target the decoder's positions allow (BOS included): a learned table's size, None for
+        sinusoids. Decoding (decoding/protocol.py::length_limits) keeps its outputs within it."""
+        positions = self.tgt_embed.positions
+        return positions.max_len if isinstance(positions, LearnedPositionalEmbedding) else None
 
     def num_parameters(self) -> int:
         """Parameters counted once, even when embeddings and output projection share a tensor."""
