@@ -33,6 +33,7 @@ Decoding differences from `generate` (the parity tests use the settings that mak
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import re
@@ -60,6 +61,10 @@ from transformer.nn.positional import sinusoidal_table
 logger = logging.getLogger(__name__)
 
 SUPPORTED_MODEL_TYPES = ("marian", "bart")
+# The other model types, each converted by a module of its own: model_type -> "module:function", imported when
+# used; the function takes (hf_dir: Path, config: dict from config.json) and returns (model, Tokenizer or None,
+# RunConfig with its task), as load_hf_dir does.
+FAMILY_CONVERTERS: dict[str, str] = {}
 HF_ACTIVATIONS = {"relu": "relu", "gelu": "gelu", "swish": "swish", "silu": "swish"}  # HF name -> ours
 # Keys of older configs (converted from fairseq/Marian) that describe variants the HF classes do not build.
 _MUST_BE = {
@@ -102,8 +107,9 @@ def check_supported(config: dict[str, Any]) -> str:
     """The model_type of an HF config dict, after refusing what we cannot run (ValueError says what is supported)."""
     model_type = config.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ValueError(f"model_type={model_type!r} is not supported; import-hf reads {list(SUPPORTED_MODEL_TYPES)} "
-                         "(MarianMTModel, e.g. the OPUS-MT models, and BartForConditionalGeneration)")
+        raise ValueError(f"model_type={model_type!r} is not supported; import-hf reads "
+                         f"{[*SUPPORTED_MODEL_TYPES, *FAMILY_CONVERTERS]} (MarianMTModel, e.g. the OPUS-MT models, "
+                         "BartForConditionalGeneration, and the classes the other types' modules name)")
     unsupported = [f"{key}={config[key]!r} (supported: {expected!r})"
                    for key, expected in _MUST_BE[model_type].items() if key in config and config[key] != expected]
     activation = config.get("activation_function", "gelu")
@@ -283,7 +289,7 @@ def _decode_config(settings: dict[str, Any], pad_id: int) -> DecodeConfig:
                         alpha=max(0.0, float(settings.get("length_penalty", 1.0))))
 
 
-def load_hf_dir(path: str | Path) -> tuple[EncoderDecoder, Tokenizer, RunConfig]:
+def load_hf_dir(path: str | Path) -> tuple[Any, Tokenizer | None, RunConfig]:
     """Model (eval mode), tokenizer and a RunConfig from a Hugging Face directory (save_pretrained), or from a
     Hub id such as "Helsinki-NLP/opus-mt-de-en" (its snapshot in the Hugging Face cache; see interop/hub.py).
 
@@ -293,6 +299,9 @@ def load_hf_dir(path: str | Path) -> tuple[EncoderDecoder, Tokenizer, RunConfig]
     """
     hf_dir = resolve_hf_dir(path)  # a directory as it is; a Hub id as its snapshot in the cache
     config = _read_json(hf_dir / "config.json")
+    if config.get("model_type") in FAMILY_CONVERTERS:
+        module, function = FAMILY_CONVERTERS[config["model_type"]].split(":")
+        return getattr(importlib.import_module(module), function)(hf_dir, config)
     model_type = check_supported(config)
     model, model_config = _convert(config, _read_weights(hf_dir))
     tokenizer = _read_tokenizer(hf_dir, model_type, model_config)
@@ -328,7 +337,8 @@ def import_hf(hf_dir: str | Path, out_dir: str | Path, overrides: list[str] | No
         run = RunConfig.from_dict(changed)
     out.mkdir(parents=True, exist_ok=True)
     save_weights(model, out / "model.safetensors")
-    tokenizer.save(out)
+    if tokenizer is not None:  # an image model has none
+        tokenizer.save(out)
     atomic_write_text(out / "config.yaml", run.to_yaml())
     logger.info("imported %s into %s", hf_dir, out)
     return run
