@@ -78,19 +78,22 @@ class Loaded:
 
 
     def embed(self, texts: Sequence[str], normalize: bool = False, batch_size: int = 64) -> Tensor:
-        """Sentence embeddings (N, D) of an encoder-only model: the mean of each text's non-pad token states
-        (<bos> and <eos> included), L2-normalized when `normalize`."""
+        """Sentence embeddings (N, D) of an encoder-only model: the mean (or, per model.embed_pooling, the [CLS]
+        state or the maximum) of each text's non-pad token states (<bos> and <eos>, BERT's [CLS] and [SEP],
+        included), L2-normalized when `normalize` or model.embed_normalize."""
         if self.config.model.type != "encoder_only":
             raise ValueError(f"embed needs an encoder-only model (task 'mlm' or 'classify'); this one was trained "
                              f"for {self.task!r}")
         from transformer.data.batching import pad_ids
 
-        tok, rows = self.tokenizer, []
+        tok, rows, m = self.tokenizer, [], self.config.model
+        normalize = normalize or m.embed_normalize
         encoded = tok.encode_batch(list(texts), max_len=self.config.data.max_len)
         ids = [[tok.bos_id, *row, tok.eos_id] for row in encoded]
         with torch.inference_mode():
             for start in range(0, len(ids), batch_size):
-                rows.append(self.model.embed_mean(pad_ids(ids[start : start + batch_size], tok.pad_id), normalize))
+                batch = pad_ids(ids[start : start + batch_size], tok.pad_id)
+                rows.append(self.model.sentence_embedding(batch, m.embed_pooling, normalize))
         return torch.cat(rows) if rows else torch.empty(0, self.config.model.d_model)
 
     def classify_texts(self, texts: Sequence[str]) -> Tensor:
@@ -117,17 +120,18 @@ class Loaded:
             return evaluate_examples(self.model, examples, self.tokenizer, c.train.max_tokens)
 
     def classify(self, images: Tensor) -> Tensor:
-        """Class probabilities (B, K) of images (B, C, H, W) with pixels in [0, 1], ink high."""
+        """Class probabilities (B, K) of images (B, C, H, W) as `data.images.read_for_model` makes them (ours:
+        pixels in [0, 1], ink high; an imported ViT's: normalized as its ViTImageProcessor does)."""
         self._require("image", "classify")
         with torch.inference_mode():
             return torch.softmax(self.model(images).float(), dim=-1)
 
     def classify_file(self, path: str | Path) -> Tensor:
-        """Class probabilities (K,) of one image file (see `data.images.read_image`)."""
-        from transformer.data.images import read_image
+        """Class probabilities (K,) of one image file, read as the model reads files (`data.images.read_for_model`:
+        ours grey and inverted, an imported ViT's as its ViTImageProcessor)."""
+        from transformer.data.images import read_for_model
 
-        m = self.config.model
-        return self.classify(read_image(path, m.image_size, m.channels))[0]
+        return self.classify(read_for_model(path, self.config.model))[0]
 
 
 def load(model_dir: str | Path, weights: str = WEIGHTS_FILE) -> Loaded:

@@ -82,15 +82,18 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--num-samples", type=int, default=1, help="continuations to draw (default: 1)")
     generate.add_argument("--seed", type=int, help="seed of the draws: the same seed gives the same text")
     embed = commands.add_parser("embed", help="sentence embeddings of an encoder-only model (mlm, classify): a line "
-                                              "in, a JSON list out (the mean of its token states)")
+                                              "in, a JSON list out (the mean of its token states; model.embed_pooling: "
+                                              "mean, cls or max)")
     embed.add_argument("--model", required=True, type=Path, help="model directory of an encoder-only model")
     embed.add_argument("--input", type=Path, help="input file, one text a line (default: stdin)")
     embed.add_argument("--normalize", action="store_true", help="L2-normalize each vector")
     predict = commands.add_parser("predict", help="classify texts (task: classify) or image files (task: image), "
                                                   "a JSON line each")
     predict.add_argument("--model", required=True, type=Path, help="model directory of a classifier or image model")
-    predict.add_argument("inputs", nargs="*", help="image files (PNG, JPEG, ...: resized to the model's size, grey, "
-                                                   "light backgrounds inverted), or texts for a text classifier")
+    predict.add_argument("inputs", nargs="*", help="image files (PNG, JPEG, ...: resized to the model's size; grey, "
+                                                   "light backgrounds inverted for our digit models, as its "
+                                                   "ViTImageProcessor for an imported ViT), or texts for a text "
+                                                   "classifier")
     predict.add_argument("--input", type=Path, help="a text classifier's input file, one text a line (default: "
                                                     "the arguments, else stdin)")
     onnx = commands.add_parser("export-onnx", help="export the encoder and one decoder step (KV cache in/out) to ONNX")
@@ -121,6 +124,13 @@ def _parser() -> argparse.ArgumentParser:
     hf.add_argument("--set", dest="overrides", action="append", default=[], metavar="A.B=C",
                     help="set a data or decode value of the written config.yaml, e.g. --set decode.beam=4 "
                          "or --set data.test_src=F (repeatable)")
+    export_hf = commands.add_parser("export-hf", help="write a model directory as a Hugging Face save_pretrained "
+                                                      "directory (Marian or BART, ViT, ...: transformers loads it)")
+    export_hf.add_argument("--model", required=True, type=Path,
+                           help="model directory written by `transformer train` or `transformer import-hf`")
+    export_hf.add_argument("--out", required=True, type=Path,
+                           help="directory to write config.json, model.safetensors and the type's other files "
+                                "(must not exist, or be empty)")
     add_average_checkpoints(commands)
     add_global_flags_to_subcommands(parser)  # last: every subcommand gets -v and --log
     return parser
@@ -157,8 +167,27 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_export_onnx(args: argparse.Namespace) -> None:
-    from transformer.interop.onnx import export_model_dir
+    from transformer.interop.onnx import export_model_dir, require
+    from transformer.model_dir import read_config
 
+    require("onnx", "ONNX export")  # a missing package is named before the model directory is read
+    require("onnxscript", "ONNX export (torch's exporter)")
+    if read_config(args.model).model.type == "decoder_only":  # one graph with its KV cache
+        from transformer.interop.onnx_decoder_only import export_decoder_only
+
+        config = export_decoder_only(args.model, args.out, opset=args.opset, max_length=args.max_length,
+                                     weights=args.weights)
+        print(f"wrote {args.out / config['file']}: tokens and the past keys/values -> logits and the present ones")
+        print(json.dumps({"out": str(args.out), "opset": config["opset"], "max_length": config["max_length"]}))
+        return
+    if read_config(args.model).model.type == "encoder_only":  # one graph: interop/onnx_encoder_only.py
+        from transformer.interop.onnx_encoder_only import export_encoder_only
+
+        config = export_encoder_only(args.model, args.out, opset=args.opset, max_length=args.max_length,
+                                     weights=args.weights)
+        print(f"wrote {args.out / config['file']}: tokens -> {', '.join(config['outputs'])}")
+        print(json.dumps({"out": str(args.out), "opset": config["opset"], "max_length": config["max_length"]}))
+        return
     config = export_model_dir(args.model, args.out, opset=args.opset, max_length=args.max_length,
                               weights=args.weights)
     layers = f"{{key,value}}_{{0..{config['n_layers'] - 1}}}"
@@ -190,17 +219,26 @@ def _cmd_import_hf(args: argparse.Namespace) -> None:
                             "and an imported model is not trained")
     config = import_hf(args.hf_dir, args.out, args.overrides)
     m = config.model
-    print(f"wrote {args.out}: config.yaml, model.safetensors, tokenizer file(s)")
-    print(json.dumps({"out": str(args.out), "d_model": m.d_model, "layers": [m.n_encoder_layers, m.n_decoder_layers],
-                      "vocab": [m.src_vocab_size, m.tgt_vocab_size], "beam": config.decode.beam,
-                      "alpha": config.decode.alpha}))
+    print(f"wrote {args.out}: {', '.join(sorted(p.name for p in args.out.iterdir()))}")
+    layers = [m.n_layers] if m.single_stack else [m.n_encoder_layers, m.n_decoder_layers]
+    size = ({"image_size": m.image_size, "classes": m.n_classes} if m.type == "vision"  # no vocabulary, no decoding
+            else {"vocab": [m.src_vocab_size, m.tgt_vocab_size], "beam": config.decode.beam,
+                  "alpha": config.decode.alpha})
+    print(json.dumps({"out": str(args.out), "task": config.task, "d_model": m.d_model, "layers": layers, **size}))
+
+
+def _cmd_export_hf(args: argparse.Namespace) -> None:
+    from transformer.interop.export_hf import export_hf
+
+    export_hf(args.model, args.out)
+    print(f"wrote {args.out}: {', '.join(sorted(p.name for p in args.out.iterdir()))}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"data": _cmd_data, "train": _cmd_train, "translate": cmd_translate, "evaluate": cmd_evaluate,
                "generate": cmd_generate, "predict": cmd_predict, "embed": cmd_embed, "export-onnx": _cmd_export_onnx,
-               "export-ct2": _cmd_export_ct2, "import-hf": _cmd_import_hf,
+               "export-ct2": _cmd_export_ct2, "import-hf": _cmd_import_hf, "export-hf": _cmd_export_hf,
                "average-checkpoints": cmd_average_checkpoints}
     try:
         with configured_logging(*logging_options(args)):  # a --log in a missing directory: error before any work

@@ -28,17 +28,40 @@ def evaluate_lm(args: argparse.Namespace) -> None:
 
 
 def evaluate_image(args: argparse.Namespace) -> None:
+    import torch
+
     from transformer.api import load
-    from transformer.data.images import load_digits_split
+    from transformer.data.images import DIGITS_SIZE, load_digits_split
     from transformer.training.tasks.image import evaluate_images
 
     bundle = load(args.model, args.weights)
-    images, labels = load_digits_split(args.split)
-    images, labels = images[: args.limit], labels[: args.limit]
-    loss, accuracy = evaluate_images(bundle.model, images, labels, bundle.config.train.batch_size)
-    print(f"accuracy {accuracy:.4f} ({round(accuracy * len(labels))} of {len(labels)} {args.split} images), "
-          f"cross-entropy {loss:.4f}")
-    print(json.dumps({"accuracy": round(accuracy, 4), "n": len(labels), "split": args.split}))
+    m = bundle.config.model
+    if getattr(args, "images", None) is not None:
+        images, labels = _labelled_files(args.images, m, args.limit)
+        where = {"images": str(args.images)}
+    elif (m.image_size, m.channels) != (DIGITS_SIZE, 1):
+        raise ValueError(f"{args.model} reads {m.image_size} x {m.image_size} images of {m.channels} channel(s), not "
+                         "the 8 x 8 grey digits; evaluate it on labelled files: --images DIR (a folder per class)")
+    else:
+        images, labels = load_digits_split(args.split)
+        images, labels = images[: args.limit], labels[: args.limit]
+        where = {"split": args.split}
+    with torch.inference_mode():
+        loss, accuracy = evaluate_images(bundle.model, images, labels, bundle.config.train.batch_size)
+    print(f"accuracy {accuracy:.4f} ({round(accuracy * len(labels))} of {len(labels)} "
+          f"{where.get('split', 'labelled')} images), cross-entropy {loss:.4f}")
+    print(json.dumps({"accuracy": round(accuracy, 4), "n": len(labels), **where}))
+
+
+def _labelled_files(root, model, limit: int | None):
+    """Pixels (N, C, H, W) and class indices (N,) of the image files in root/<class>/ (the first `limit`)."""
+    import torch
+
+    from transformer.data.images import labelled_image_files, read_for_model
+
+    files = labelled_image_files(root, model.labels, model.n_classes)[:limit]
+    images = torch.cat([read_for_model(path, model) for path, _ in files])
+    return images, torch.tensor([label for _, label in files])
 
 
 def evaluate_classify(args: argparse.Namespace) -> None:
@@ -83,10 +106,13 @@ def cmd_predict(args: argparse.Namespace) -> None:
                          "model for task 'classify' and images with one for task 'image'")
     if not args.inputs:
         raise ValueError("predict with an image model needs image files: transformer predict --model DIR IMAGE...")
+    labels = bundle.config.model.labels
     for path in args.inputs:
         probs = bundle.classify_file(path)
         top = int(probs.argmax())
-        print(json.dumps({"image": str(path), "class": top, "probability": round(float(probs[top]), 4)}))
+        named = {"label": labels[top]} if labels else {}
+        print(json.dumps({"image": str(path), "class": top, **named, "probability": round(float(probs[top]), 4)},
+                         ensure_ascii=False))
 
 
 def _predict_texts(args: argparse.Namespace, bundle) -> None:

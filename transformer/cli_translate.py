@@ -60,6 +60,9 @@ def add_translate_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--weights", default="model.safetensors",
                           help="weights file inside the model directory (e.g. snapshots/minute-30.safetensors)")
     evaluate.add_argument("--output", type=Path, help="also write the translations to this file")
+    evaluate.add_argument("--images", type=Path, metavar="DIR",
+                          help="an image model: score the image files in DIR/<class>/ (one folder per class, named "
+                               "as model.labels) instead of a digits split")
 
 
 def _decode_args(parser: argparse.ArgumentParser, model_required: bool = True) -> None:
@@ -69,13 +72,17 @@ def _decode_args(parser: argparse.ArgumentParser, model_required: bool = True) -
     parser.add_argument("--beam", type=int, help="beam size (1 = greedy; default from the model's config)")
     parser.add_argument("--alpha", type=float, help="length penalty alpha (default from the model's config)")
     parser.add_argument("--batch-size", type=int, help="segments per decoding batch")
+    parser.add_argument("--prefix", metavar="TEXT",
+                        help="text put before every source line, e.g. T5's task prefix \"translate German to "
+                             "English: \" (default: the model's decode.prefix, which import-hf takes from a T5 "
+                             "checkpoint that names one translation task; '' for none)")
     parser.add_argument("--engine", default="torch", choices=["torch", "ctranslate2"],
                         help="torch (default), or ctranslate2: the export in MODEL/ctranslate2 (`export-ct2`)")
 
 
 def _decode_config(args: argparse.Namespace, default: DecodeConfig) -> DecodeConfig:
-    changes = {k: v for k, v in (("beam", args.beam), ("alpha", args.alpha), ("batch_size", args.batch_size))
-               if v is not None}
+    changes = {k: v for k, v in (("beam", args.beam), ("alpha", args.alpha), ("batch_size", args.batch_size),
+                                 ("prefix", getattr(args, "prefix", None))) if v is not None}
     return dataclasses.replace(default, **changes)
 
 
@@ -107,8 +114,13 @@ def _translator(args: argparse.Namespace, weights: str = "model.safetensors") ->
                              "`transformer export-ct2 --weights ... --out DIR`")
         translator, config = load_ct2_dir(args.model, threads=torch.get_num_threads())
         max_len = config.data.max_len
-        return _Engine(config, lambda lines, decode, progress: translator.translate(lines, decode, max_len),
-                       lambda lines, decode, n: translator.translate_scored(lines, decode, max_len, n))
+        def prefixed(lines: Sequence[str], decode: DecodeConfig) -> list[str]:  # as inference._batches does
+            return [decode.prefix + line for line in lines]
+
+        return _Engine(config,
+                       lambda lines, decode, progress: translator.translate(prefixed(lines, decode), decode, max_len),
+                       lambda lines, decode, n: translator.translate_scored(prefixed(lines, decode), decode, max_len,
+                                                                            n))
     from transformer.inference import load_model_dir, translate, translate_scored
 
     model, tokenizer, config = load_model_dir(args.model, weights, for_decoding=True)  # packed weights

@@ -24,149 +24,15 @@ from transformer.config_tree import (  # noqa: F401  (apply_overrides, check_ove
     one_of,
     to_dict,
 )
-from transformer.special_ids import check_special_ids
-
-# The feed-forward activations a model may name (transformer/nn/layers.py::ACTIVATIONS implements them; a test
-# keeps the two equal). "swish" is x * sigmoid(x), used by the OPUS-MT Marian models.
-ACTIVATION_NAMES = ("relu", "gelu", "swish")
-
-
-# model.type: the encoder-decoder of the paper, and its descendants built from the same blocks (models/build.py).
-MODEL_TYPES = ("encoder_decoder", "decoder_only", "encoder_only", "vision")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Hyperparameters of a Transformer, named as in the paper.
-
-    `type` is the architecture: "encoder_decoder" (the paper's, Figure 1), "decoder_only" (GPT: one stack of
-    encoder layers under a causal mask), "encoder_only" (BERT: the encoder with an MLM head) or "vision" (ViT:
-    the encoder over image patches). A single-stack
-    model has `n_layers` layers (a preset gives it its encoder's depth) and one vocabulary, `tgt_vocab_size`;
-    the encoder/decoder depths and `src_vocab_size` are the encoder-decoder's; `image_size`, `patch_size`,
-    `channels` and `n_classes` the vision model's.
-    """
-
-    type: str = "encoder_decoder"  # one of MODEL_TYPES
-    src_vocab_size: int = 8000
-    tgt_vocab_size: int = 8000
-    d_model: int = 512
-    n_heads: int = 8
-    d_ff: int = 2048
-    n_encoder_layers: int = 6
-    n_decoder_layers: int = 6
-    n_layers: int | None = None  # the one stack of a single-stack model (decoder_only, encoder_only, vision)
-    dropout: float = 0.1  # P_drop on sublayer outputs and on embeddings + positions (section 5.4)
-    attention_dropout: float = 0.0
-    activation_dropout: float = 0.0
-    activation: str = "relu"  # one of ACTIVATION_NAMES
-    norm_first: bool = False  # False: post-LN as in the paper; True: pre-LN
-    positional: str = "sinusoidal"  # or "learned"
-    sinusoidal_interleaved: bool = True  # sin on even, cos on odd dims (paper); False: sines then cosines (Marian)
-    max_positions: int = 1024  # size of a learned table; sinusoidal encodings have no limit
-    position_offset: int = 0  # learned table rows kept before position 0 (BART stores positions from row 2)
-    layernorm_embedding: bool = False  # a LayerNorm on embeddings + positions, before dropout (BART)
-    share_embeddings: bool = True  # one embedding for source and target (needs a joint vocabulary)
-    tie_output: bool = True  # output projection shares the target embedding matrix (section 3.4)
-    output_bias: bool = False  # a bias on the output logits (Hugging Face's final_logits_bias)
-    scale_embedding: bool = True  # multiply embeddings by sqrt(d_model)
-    layer_norm_eps: float = 1e-5
-    pad_id: int = 0
-    bos_id: int = 1  # the token decoding starts with: Marian starts with pad_id, BART with eos_id
-    eos_id: int = 2
-    image_size: int = 0  # vision: the side of the (square) input image, in pixels
-    patch_size: int = 0  # vision: the side of a patch; it divides image_size
-    channels: int = 1  # vision: colour channels of the image
-    n_classes: int = 0  # vision, encoder_only: the classes of the head (encoder_only: 0 = none)
-    labels: tuple[str, ...] = ()  # the classes' names, n_classes of them (task classify: its data's labels)
-    type_vocab_size: int = 0  # encoder_only: token types (BERT's segments A and B: 2); 0 = none
-    pooling: str = "cls"  # encoder_only: what the classification head reads: "cls" (first position) or "mean"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "labels", tuple(str(label) for label in self.labels))
-        check(not self.labels or len(self.labels) == self.n_classes,
-              f"model.labels names {len(self.labels)} classes but model.n_classes={self.n_classes}; "
-              "give one name per class, or no names")
-        check(self.pooling in ("cls", "mean"), f"model.pooling={self.pooling!r}: use 'cls' or 'mean'")
-        check(self.type in MODEL_TYPES, f"model.type={self.type!r}: use {one_of(MODEL_TYPES)}")
-        for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff", "max_positions"):
-            check(getattr(self, name) > 0, f"model.{name}={getattr(self, name)} must be positive")
-        if self.type == "encoder_decoder":
-            check(self.n_encoder_layers >= 0 and self.n_decoder_layers > 0,
-                   f"need n_encoder_layers >= 0 and n_decoder_layers > 0, got "
-                   f"{self.n_encoder_layers} and {self.n_decoder_layers}")
-        else:
-            check(isinstance(self.n_layers, int) and self.n_layers > 0,
-                   f"model.type={self.type!r} needs model.n_layers > 0 (the depth of its one stack), "
-                   f"got {self.n_layers!r}")
-        if self.type == "vision":
-            check(self.image_size > 0 and self.patch_size > 0 and self.image_size % self.patch_size == 0,
-                   f"model.image_size={self.image_size} and model.patch_size={self.patch_size} must be positive, "
-                   "the patch size dividing the image size")
-            check(self.channels > 0 and self.n_classes >= 2,
-                   f"model.channels={self.channels} must be positive and model.n_classes={self.n_classes} >= 2")
-        check(self.d_model % self.n_heads == 0,
-               f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "
-               f"choose n_heads that divides d_model (d_head = d_model // n_heads)")
-        for name in ("dropout", "attention_dropout", "activation_dropout"):
-            check(0.0 <= getattr(self, name) < 1.0, f"model.{name}={getattr(self, name)} must be in [0, 1)")
-        check(self.activation in ACTIVATION_NAMES,
-               f"model.activation={self.activation!r}: use {one_of(ACTIVATION_NAMES)}")
-        check(self.positional in ("sinusoidal", "learned"),
-               f"model.positional={self.positional!r}: use 'sinusoidal' or 'learned'")
-        check(self.position_offset >= 0 and (self.position_offset == 0 or self.positional == "learned"),
-               f"model.position_offset={self.position_offset} needs positional='learned' and must be >= 0 "
-               f"(got positional={self.positional!r})")
-        check(self.positional != "sinusoidal" or self.d_model % 2 == 0,
-               f"sinusoidal positions need an even d_model, got {self.d_model}")
-        check(self.single_stack or not self.share_embeddings or self.src_vocab_size == self.tgt_vocab_size,
-               f"share_embeddings needs one joint vocabulary, but src_vocab_size={self.src_vocab_size} "
-               f"!= tgt_vocab_size={self.tgt_vocab_size}; set share_embeddings=false or use a joint tokenizer")
-        smaller = ("src_vocab_size" if self.src_vocab_size <= self.tgt_vocab_size and not self.single_stack
-                   else "tgt_vocab_size")
-        check_special_ids(self.pad_id, self.bos_id, self.eos_id, getattr(self, smaller), prefix="model.",
-                          vocabulary=f"the vocabulary {smaller}={getattr(self, smaller)}",
-                          fix="special ids must be valid in both vocabularies")
-
-    @property
-    def single_stack(self) -> bool:
-        """Whether the model is one stack of layers (not the paper's encoder and decoder)."""
-        return self.type != "encoder_decoder"
-
-    @property
-    def d_head(self) -> int:
-        return self.d_model // self.n_heads
-
-    def replace(self, **changes: Any) -> ModelConfig:
-        return dataclasses.replace(self, **changes)
-
-    @classmethod
-    def preset(cls, name: str, **changes: Any) -> ModelConfig:
-        """`base` and `big` are Table 3 of the paper; `small` and `tiny` fit a CPU."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
-        values = {**PRESETS[name], **changes}
-        if values.get("type", "encoder_decoder") != "encoder_decoder":
-            values.setdefault("n_layers", PRESETS[name]["n_encoder_layers"])  # a single stack: the encoder's depth
-        return from_dict(cls, values, "model")
-
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "base": dict(d_model=512, n_heads=8, d_ff=2048, n_encoder_layers=6, n_decoder_layers=6, dropout=0.1),
-    "big": dict(d_model=1024, n_heads=16, d_ff=4096, n_encoder_layers=6, n_decoder_layers=6, dropout=0.3),
-    "small": dict(d_model=256, n_heads=4, d_ff=1024, n_encoder_layers=3, n_decoder_layers=3, dropout=0.1),
-    "tiny": dict(d_model=64, n_heads=4, d_ff=256, n_encoder_layers=2, n_decoder_layers=2, dropout=0.0),
-}
-
-
-def model_config_from_dict(values: dict[str, Any]) -> ModelConfig:
-    """`{preset: small, d_model: 128, ...}` -> ModelConfig (the preset first, then the explicit keys)."""
-    values = dict(values)
-    preset = values.pop("preset", None)
-    if preset is None:
-        return from_dict(ModelConfig, values, "model")
-    return ModelConfig.preset(preset, **values)
-
+from transformer.model_config import (  # noqa: F401  (re-exported: a run's config has a model section)
+    ACTIVATION_NAMES,
+    EMBED_POOLINGS,
+    IMAGE_RESAMPLES,
+    MODEL_TYPES,
+    PRESETS,
+    ModelConfig,
+    model_config_from_dict,
+)
 
 CORPORA = ("bible", "files", "tsv", "text", "digits")
 BIBLE_SPLITS = ("books", "genres")  # the held-out schemes of data/bible_books.py (a test keeps the two equal)
@@ -298,6 +164,7 @@ class DecodeConfig:
     max_len_a: float = 1.0
     max_len_b: int = 50
     batch_size: int = 64
+    prefix: str = ""  # text put before every source line before tokenizing (T5's task: "translate X to Y: ")
 
     def __post_init__(self) -> None:
         check(self.beam >= 1, f"decode.beam={self.beam} must be >= 1")

@@ -84,7 +84,7 @@ def translate(
     results: list[str] = [""] * len(lines)
     pad, bos, eos = tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id
     args = dict(pad_id=pad, bos_id=bos, eos_id=eos, max_len_a=decode.max_len_a, max_len_b=decode.max_len_b)
-    for chunk, src in _batches(tokenizer, lines, decode.batch_size, max_src_len, progress):
+    for chunk, src in _batches(tokenizer, lines, decode, max_src_len, progress):
         if decode.beam == 1:
             outputs = greedy_search(model, src, **args)
         else:
@@ -112,7 +112,7 @@ def translate_scored(
     results: list[list[Translation]] = [[] for _ in lines]
     pad, bos, eos = tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id
     args = dict(pad_id=pad, bos_id=bos, eos_id=eos, max_len_a=decode.max_len_a, max_len_b=decode.max_len_b)
-    for chunk, src in _batches(tokenizer, lines, decode.batch_size, max_src_len, progress):
+    for chunk, src in _batches(tokenizer, lines, decode, max_src_len, progress):
         if decode.beam == 1:
             found = [[h] for h in greedy_search_scored(model, src, **args)]
         else:
@@ -126,10 +126,13 @@ def translate_scored(
 
 
 def _batches(
-    tokenizer: Tokenizer, lines: Sequence[str], batch_size: int, max_src_len: int | None, progress: bool
+    tokenizer: Tokenizer, lines: Sequence[str], decode: DecodeConfig, max_src_len: int | None, progress: bool
 ) -> Iterator[tuple[list[int], Tensor]]:
-    """The lines encoded and sorted by length, in batches: (the lines' indices, their padded ids (B, S))."""
-    encoded = tokenizer.encode_batch(list(lines), add_special_tokens=True, max_len=max_src_len)
+    """The lines, after decode.prefix (T5's task prefix), encoded and sorted by length, in batches of
+    decode.batch_size: (the lines' indices, their padded ids (B, S))."""
+    lines = [decode.prefix + line for line in lines] if decode.prefix else list(lines)
+    encoded = tokenizer.encode_batch(lines, add_special_tokens=True, max_len=max_src_len)
+    batch_size = decode.batch_size
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     with tqdm(total=len(order), desc="translate", unit="seg", disable=not progress, leave=False) as bar:
         for start in range(0, len(order), batch_size):

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -5,6 +7,7 @@ from torch.testing import assert_close
 
 from tests.nn.torch_reference import copy_decoder_layer, copy_encoder_layer, randomize_norms
 from transformer.nn import Decoder, DecoderLayer, Encoder, EncoderLayer, FeedForward, causal_mask, padding_mask
+from transformer.nn.layers import ACTIVATIONS
 
 B, S, T, D, H, F, N = 3, 9, 6, 32, 4, 64, 2
 
@@ -66,6 +69,13 @@ def test_feed_forward_is_the_formula():
     x = torch.randn(2, 3, 8)
     expected = torch.relu(x @ ff.fc1.weight.T + ff.fc1.bias) @ ff.fc2.weight.T + ff.fc2.bias
     assert_close(ff(x), expected)
-    expected_message = r"activation='tanh' is not supported; choose one of \['gelu', 'relu', 'swish'\]"
+    expected_message = r"activation='tanh' is not supported; choose one of \['gelu', 'gelu_new', 'relu', 'swish'\]"
     with pytest.raises(ValueError, match=expected_message):
         FeedForward(8, 16, activation="tanh")
+
+
+def test_gelu_new_is_the_tanh_approximation_of_gpt2():
+    x = torch.linspace(-6, 6, 101)
+    formula = 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    assert_close(ACTIVATIONS["gelu_new"](x), formula)
+    assert (ACTIVATIONS["gelu_new"](x) - ACTIVATIONS["gelu"](x)).abs().max() > 1e-4  # not the erf GELU

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from transformer.config import SPLIT_NAMES
+from transformer.config import SPLIT_NAMES, ModelConfig
 
 DIGITS_SIZE, DIGITS_CLASSES, DIGITS_MAX = 8, 10, 16.0
 
@@ -90,9 +90,61 @@ def n_image_batches(n_images: int, batch_size: int) -> int:
     return -(-n_images // batch_size)
 
 
-def read_image(path: str | Path, size: int, channels: int = 1) -> Tensor:
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def read_for_model(path: str | Path, model: ModelConfig) -> Tensor:
+    """An image file as vision model `model` reads it (1, C, H, W): with model.image_mean (an imported ViT) as
+    ViTImageProcessor does (`read_image_normalized`), else as our digits (`read_image`: grey, ink high)."""
+    if model.image_mean:
+        return read_image_normalized(path, model.image_size, model.image_mean, model.image_std, model.image_resample)
+    return read_image(path, model.image_size, model.channels, model.image_resample)
+
+
+def labelled_image_files(root: str | Path, labels: tuple[str, ...], n_classes: int) -> list[tuple[Path, int]]:
+    """(file, class index) of the image files in `root`/<class>/, one folder per class named by `labels` (or
+    0..n_classes-1 when the classes have no names), sorted by folder and name."""
+    root, names = Path(root), list(labels) or [str(i) for i in range(n_classes)]
+    if not root.is_dir():
+        raise FileNotFoundError(f"--images {root}: no such directory; give a folder with one subfolder per class")
+    found: list[tuple[Path, int]] = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if folder.name not in names:
+            raise ValueError(f"--images {root}: folder {folder.name!r} names no class of the model; name the "
+                             f"folders after its classes: {names}")
+        found += [(path, names.index(folder.name)) for path in sorted(folder.iterdir())
+                  if path.suffix.lower() in IMAGE_SUFFIXES]
+    if not found:
+        raise ValueError(f"--images {root} holds no image files ({', '.join(IMAGE_SUFFIXES)}) in class folders "
+                         f"named {names}")
+    return found
+
+
+def read_image(path: str | Path, size: int, channels: int = 1, resample: str = "lanczos") -> Tensor:
     """An image file as the model's input (1, C, size, size) in [0, 1], ink high: resized, converted to
     grey (or RGB), and inverted when its background is light (a dark digit drawn on white)."""
+    pixels = _read_pixels(path, size, "L" if channels == 1 else "RGB", resample) / 255.0  # (size, size[, C])
+    tensor = torch.from_numpy(pixels).reshape(size, size, channels).permute(2, 0, 1)  # (C, H, W)
+    if float(tensor.mean()) > 0.5:  # light background: make the ink high, as in the training images
+        tensor = 1.0 - tensor
+    return tensor.unsqueeze(0)  # (1, C, H, W)
+
+
+def read_image_normalized(path: str | Path, size: int, mean: tuple[float, ...], std: tuple[float, ...],
+                          resample: str = "bilinear") -> Tensor:
+    """An image file as Hugging Face's ViTImageProcessor (PIL backend) makes it (1, C, size, size): RGB (grey
+    when `mean` has one value), resized to size x size with `resample`, pixels / 255, minus `mean`, over `std`
+    (per channel)."""
+    channels = len(mean)
+    pixels = _read_pixels(path, size, "L" if channels == 1 else "RGB", resample) * np.float32(1 / 255)
+    tensor = torch.from_numpy(pixels).reshape(size, size, channels).permute(2, 0, 1)  # (C, H, W)
+    mean_t, std_t = torch.tensor(mean).reshape(-1, 1, 1), torch.tensor(std).reshape(-1, 1, 1)
+    return ((tensor - mean_t) / std_t).unsqueeze(0)  # (1, C, H, W)
+
+
+def _read_pixels(path: str | Path, size: int, mode: str, resample: str) -> np.ndarray:
+    """The file's pixels in PIL mode `mode` as float32 0..255, (size, size) or (size, size, C); resized to
+    size x size with PIL filter `resample` ("none": the file must be size x size already)."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -100,11 +152,12 @@ def read_image(path: str | Path, size: int, channels: int = 1) -> Tensor:
         raise FileNotFoundError(f"no such image file: {path}")
     try:
         with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB").resize((size, size), Image.Resampling.LANCZOS)
-            pixels = np.asarray(image, dtype=np.float32) / 255.0
+            image = image.convert(mode)
+            if resample != "none":
+                image = image.resize((size, size), getattr(Image.Resampling, resample.upper()))
+            elif image.size != (size, size):
+                raise ValueError(f"{path} is {image.size[0]} x {image.size[1]} pixels and the model does not resize "
+                                 f"(image_resample='none'); give a {size} x {size} image")
+            return np.asarray(image, dtype=np.float32)
     except UnidentifiedImageError:
         raise ValueError(f"{path} is not an image file PIL can read (PNG, JPEG, ...)") from None
-    tensor = torch.from_numpy(pixels).reshape(size, size, channels).permute(2, 0, 1)  # (C, H, W)
-    if float(tensor.mean()) > 0.5:  # light background: make the ink high, as in the training images
-        tensor = 1.0 - tensor
-    return tensor.unsqueeze(0)  # (1, C, H, W)

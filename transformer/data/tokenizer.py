@@ -107,8 +107,9 @@ class Tokenizer:
 
     @property
     def mask_id(self) -> int | None:
-        """The id of <mask> (tokenizers trained for masked language modelling), else None."""
-        return self._hf.token_to_id(MASK_TOKEN)
+        """The id of <mask> (tokenizers trained for masked language modelling) or of BERT's [MASK], else None."""
+        found = self._hf.token_to_id(MASK_TOKEN)
+        return self._hf.token_to_id("[MASK]") if found is None else found
 
     @property
     def vocab_size(self) -> int:

@@ -99,6 +99,12 @@ def check_expressible(config: ModelConfig) -> None:
         raise ValueError(f"model.positional={config.positional!r} has no CTranslate2 equivalent")
     if config.n_encoder_layers == 0:
         raise ValueError("model.n_encoder_layers=0 cannot be exported: a CTranslate2 encoder needs at least one layer")
+    t5_options = {"norm": "layernorm", "linear_bias": True, "gated_ffn": False, "attention_scale": None,
+                  "output_scale": 1.0}  # T5's (interop/hf_t5.py): not mapped to a TransformerSpec here
+    for name, paper in t5_options.items():
+        if getattr(config, name) != paper:
+            raise ValueError(f"model.{name}={getattr(config, name)!r} has no CTranslate2 export here "
+                             f"(supported: {paper!r})")
 
 
 def vocabulary(hf_tokenizer: Any, size: int) -> list[str]:

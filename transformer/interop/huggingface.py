@@ -64,7 +64,12 @@ SUPPORTED_MODEL_TYPES = ("marian", "bart")
 # The other model types, each converted by a module of its own: model_type -> "module:function", imported when
 # used; the function takes (hf_dir: Path, config: dict from config.json) and returns (model, Tokenizer or None,
 # RunConfig with its task), as load_hf_dir does.
-FAMILY_CONVERTERS: dict[str, str] = {}
+FAMILY_CONVERTERS: dict[str, str] = {
+    "bert": "transformer.interop.hf_bert:load_bert_dir",
+    "gpt2": "transformer.interop.hf_gpt2:load_gpt2_dir",
+    "t5": "transformer.interop.hf_t5:load_t5_dir",
+    "vit": "transformer.interop.hf_vit:load_vit_dir",
+}
 HF_ACTIVATIONS = {"relu": "relu", "gelu": "gelu", "swish": "swish", "silu": "swish"}  # HF name -> ours
 # Keys of older configs (converted from fairseq/Marian) that describe variants the HF classes do not build.
 _MUST_BE = {
@@ -221,6 +226,9 @@ def _check_sinusoids(name: str, table: Tensor) -> None:
 
 def _convert(config: dict[str, Any], state: dict[str, Tensor]) -> tuple[EncoderDecoder, ModelConfig]:
     ours = model_config_from_hf(config, output_bias="final_logits_bias" in state)
+    source, target = (state.get(f"model.{side}.embed_tokens.weight") for side in ("encoder", "decoder"))
+    if ours.share_embeddings and source is not None and target is not None and not torch.equal(source, target):
+        ours = ours.replace(share_embeddings=False)  # one vocabulary, two tables (transformers 5, untied)
     model = build_model(ours)
     apply_weights(model, state_from_hf(state, ours), strict=True)
     return model.eval(), ours
@@ -334,7 +342,7 @@ def import_hf(hf_dir: str | Path, out_dir: str | Path, overrides: list[str] | No
             if changed["model"][key] != tree["model"][key]:
                 raise ValueError(f"--set model.{key}: the model section comes from the checkpoint; "
                                  "only data.* and decode.* can be changed")
-        run = RunConfig.from_dict(changed)
+        run = RunConfig.from_dict({**changed, "task": run.task})  # an import's task (lm, mlm, ...) stays
     out.mkdir(parents=True, exist_ok=True)
     save_weights(model, out / "model.safetensors")
     if tokenizer is not None:  # an image model has none

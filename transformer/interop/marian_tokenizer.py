@@ -19,7 +19,9 @@ installed); text that spells a special token such as "</s>" (we encode it as pla
 source.spm does not know, which is <unk> here while MarianTokenizer first looks its surface up in
 vocab.json (where a target-language piece may spell it); pieces of source.spm missing from vocab.json (a
 warning says how many; MarianTokenizer maps them to <unk>).
-SentencePiece models other than Unigram, or with byte fallback, are refused with a ValueError.
+SentencePiece BPE models (model_type=2), which some Marian directories carry, become a `tokenizers` BPE whose
+merges are the pairs that spell each piece, ranked by the piece's id (as transformers' converter makes them);
+other SentencePiece models, or ones with byte fallback, are refused with a ValueError.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 SPIECE = "▁"
 _NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED = 1, 2, 3, 4  # SentencePiece piece types
-_UNIGRAM = 1
+_UNIGRAM, _BPE = 1, 2
 MARIAN_FILES = ("source.spm", "target.spm", "vocab.json")
 
 
@@ -55,8 +57,8 @@ def _read_spm(path: Path) -> Any:
     proto.ParseFromString(path.read_bytes())
     spec, norm = proto.trainer_spec, proto.normalizer_spec
     problems = []
-    if spec.model_type != _UNIGRAM:
-        problems.append(f"model_type={spec.model_type} (only Unigram, 1, is supported)")
+    if spec.model_type not in (_UNIGRAM, _BPE):
+        problems.append(f"model_type={spec.model_type} (Unigram, 1, and BPE, 2, are supported)")
     if spec.byte_fallback:
         problems.append("byte_fallback=true")
     if spec.treat_whitespace_as_suffix:
@@ -67,7 +69,7 @@ def _read_spm(path: Path) -> Any:
         problems.append("escape_whitespaces=false")
     if problems:
         raise ValueError(f"{path}: unsupported SentencePiece options {', '.join(problems)}; import-hf converts "
-                         "Unigram models with the default whitespace handling (those of OPUS-MT)")
+                         "Unigram and BPE models with the default whitespace handling (those of OPUS-MT)")
     return proto
 
 
@@ -90,25 +92,36 @@ def _is_language_code(piece: str) -> bool:
     return piece.startswith(">>") and piece.endswith("<<")
 
 
+def _names(proto: Any, pieces: list[str | None], reachable_only: bool) -> list[str]:
+    """The string of each id: its piece, or an unreachable placeholder (the piece followed by "▁", which the
+    pre-tokenizer never leaves in a word) for an id without a piece, and with reachable_only for one whose piece
+    `proto` cannot produce (source side). Decoding (target side) keeps every piece."""
+    known = {p.piece for p in proto.pieces if p.type in (_NORMAL, _USER_DEFINED)}
+    names = []
+    for index, piece in enumerate(pieces):
+        if piece is None:
+            names.append(f"<unused{index}>{SPIECE}")
+        elif reachable_only and piece not in known and not _is_language_code(piece):
+            names.append(piece + SPIECE)
+        else:
+            names.append(piece)
+    return names
+
+
 def _unigram(proto: Any, pieces: list[str | None], unk_id: int, reachable_only: bool) -> HFTokenizer:
-    """A Unigram tokenizer over vocab.json's ids, segmenting text as SentencePiece model `proto` does.
+    """A tokenizer over vocab.json's ids, segmenting text as SentencePiece model `proto` does (Unigram or BPE).
 
     reachable_only: ids whose piece `proto` cannot produce get an unreachable placeholder (source side);
     otherwise every id keeps its piece, for decoding (target side).
     """
-    scores = {p.piece: p.score for p in proto.pieces if p.type in (_NORMAL, _USER_DEFINED)}
-    floor = min(scores.values(), default=0.0) - 10.0
-    vocab = []
-    for index, piece in enumerate(pieces):
-        if piece is None:
-            vocab.append((f"<unused{index}>{SPIECE}", 0.0))
-        elif piece in scores:
-            vocab.append((piece, scores[piece]))
-        elif reachable_only and not _is_language_code(piece):
-            vocab.append((piece + SPIECE, 0.0))
-        else:
-            vocab.append((piece, floor))
-    tokenizer = HFTokenizer(models.Unigram(vocab, unk_id=unk_id, byte_fallback=False))
+    if proto.trainer_spec.model_type == _BPE:
+        tokenizer = _bpe(proto, _names(proto, pieces, reachable_only), unk_id)
+    else:
+        scores = {p.piece: p.score for p in proto.pieces if p.type in (_NORMAL, _USER_DEFINED)}
+        floor = min(scores.values(), default=0.0) - 10.0
+        vocab = [(name, scores.get(name, 0.0 if piece is None or name != piece else floor))
+                 for name, piece in zip(_names(proto, pieces, reachable_only), pieces, strict=True)]
+        tokenizer = HFTokenizer(models.Unigram(vocab, unk_id=unk_id, byte_fallback=False))
     spec = proto.normalizer_spec
     steps = [normalizers.Precompiled(spec.precompiled_charsmap)] if spec.precompiled_charsmap else []
     if spec.remove_extra_whitespaces:
@@ -121,6 +134,19 @@ def _unigram(proto: Any, pieces: list[str | None], unk_id: int, reachable_only: 
         decoders.Replace(SPIECE, " "), decoders.Fuse(), decoders.Replace(Regex(r"^\s+|\s+$"), ""),
     ])
     return tokenizer
+
+
+def _bpe(proto: Any, names: list[str], unk_id: int) -> HFTokenizer:
+    """A BPE over the ids' `names` whose merges are, for each piece of `proto` in id order, the ways to spell it
+    as two pieces, left part shortest first: SentencePiece merges the pair whose piece scores highest, and a
+    BPE model's pieces score by their ids."""
+    vocab: dict[str, int] = {}
+    for index, name in enumerate(names):
+        vocab.setdefault(name, index)
+    pieces = [p.piece for p in proto.pieces if p.type in (_NORMAL, _USER_DEFINED)]
+    merges = [(piece[:i], piece[i:]) for piece in pieces if piece in vocab for i in range(1, len(piece))
+              if piece[:i] in vocab and piece[i:] in vocab]
+    return HFTokenizer(models.BPE(vocab, merges, unk_token=names[unk_id], fuse_unk=True, byte_fallback=False))
 
 
 def _find(pieces: list[str | None], token: str, where: Path) -> int:
@@ -162,3 +188,24 @@ def marian_tokenizer(hf_dir: str | Path, pad_id: int, bos_id: int, eos_id: int) 
     specials = [t for t in (eos_token, unk_token, "<pad>") if t in target_pieces]
     target.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in specials])
     return Tokenizer(source, pad_id=pad_id, bos_id=bos_id, eos_id=eos_id, target=target)
+
+
+def spm_unigram_tokenizer(path: Path, sentinels: list[str], eos_token: str, eos_id: int) -> HFTokenizer:
+    """A SentencePiece Unigram file with its own ids (T5's spiece.model: <pad> 0, </s> 1, <unk> 2, ...) as a
+    `tokenizers` Unigram, the `sentinels` (T5's <extra_id_N>) taking the ids after its pieces, special tokens
+    (control pieces, <unk>, sentinels) dropped in decoding, and `eos_token` appended to every encoded text.
+    Decoding removes the "▁" of the first piece only, as T5Tokenizer's Metaspace decoder does."""
+    proto = _read_spm(path)
+    pieces: list[str | None] = [p.piece for p in proto.pieces] + list(sentinels)
+    unk = [i for i, p in enumerate(proto.pieces) if p.type == _UNKNOWN]
+    if not unk or eos_token not in pieces:
+        raise ValueError(f"{path} needs an <unk> piece and {eos_token}; is it the model's spiece.model?")
+    tokenizer = _unigram(proto, pieces, unk[0], reachable_only=False)
+    prepend = "always" if proto.normalizer_spec.add_dummy_prefix else "never"  # decoded as T5Tokenizer does
+    tokenizer.decoder = decoders.Metaspace(replacement=SPIECE, prepend_scheme=prepend, split=True)
+    specials = [p.piece for p in proto.pieces if p.type in (_CONTROL, _UNKNOWN)] + list(sentinels)
+    tokenizer.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in specials])
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"$A {eos_token}", special_tokens=[(eos_token, eos_id)]
+    )
+    return tokenizer

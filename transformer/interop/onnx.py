@@ -76,6 +76,15 @@ def require(name: str, purpose: str) -> ModuleType:
                                   name=name) from None
 
 
+def check_export(opset: int) -> None:
+    """Raise now if an ONNX export could not run: the packages it needs, and an opset it supports."""
+    require("onnx", "ONNX export")
+    require("onnxscript", "ONNX export (torch's exporter)")
+    if not DEFAULT_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f"opset={opset} is not supported: use {DEFAULT_OPSET}..{MAX_OPSET} (torch's exporter writes "
+                         f"18 and up; from 23, onnxruntime rejects its Attention op with our padding masks)")
+
+
 def _kv_names(prefix: str, n_layers: int) -> list[str]:
     return [f"{prefix}_{kind}_{i}" for i in range(n_layers) for kind in ("key", "value")]
 
@@ -172,13 +181,11 @@ def export_onnx(
 
     The pad id is the model's. `max_length` bounds the source length and the decoded length.
     """
-    require("onnx", "ONNX export")
-    require("onnxscript", "ONNX export (torch's exporter)")
-    if not DEFAULT_OPSET <= opset <= MAX_OPSET:
-        raise ValueError(f"opset={opset} is not supported: use {DEFAULT_OPSET}..{MAX_OPSET} (torch's exporter writes "
-                         f"18 and up; from 23, onnxruntime rejects its Attention op with our padding masks)")
+    check_export(opset)
     pad_id = model.pad_id
     check_special_ids(pad_id, bos_id, eos_id)
+    if model.decoder.position_bias is not None:
+        raise ValueError("model.positional='relative' (T5) is not exported to ONNX; translate with the torch engine")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / CONFIG_FILE).unlink(missing_ok=True)  # an interrupted export leaves no config behind

@@ -9,16 +9,19 @@ from transformer.models.decoder_only import DecoderOnly
 from transformer.models.encoder_only import EncoderOnly
 from transformer.models.seq2seq import EncoderDecoder
 from transformer.models.vision import VisionTransformer
-from transformer.nn.layers import Decoder, DecoderLayer, Encoder, EncoderLayer
+from transformer.nn.layers import Decoder, DecoderLayer, Encoder, EncoderLayer, make_norm
 from transformer.nn.positional import (
     InputEmbedding,
     LearnedPositionalEmbedding,
     SinusoidalPositionalEncoding,
     TokenEmbedding,
 )
+from transformer.nn.relative_position import RelativePositionBias
 
 
-def _positions(config: ModelConfig) -> nn.Module:
+def _positions(config: ModelConfig) -> nn.Module | None:
+    if config.positional == "relative":
+        return None  # the attention adds them (the stacks' RelativePositionBias)
     if config.positional == "learned":
         return LearnedPositionalEmbedding(config.max_positions, config.d_model, config.position_offset)
     return SinusoidalPositionalEncoding(config.d_model, interleaved=config.sinusoidal_interleaved)
@@ -33,15 +36,20 @@ def _layer_args(c: ModelConfig) -> dict:
     return dict(
         d_model=c.d_model, n_heads=c.n_heads, d_ff=c.d_ff, dropout=c.dropout, activation=c.activation,
         norm_first=c.norm_first, eps=c.layer_norm_eps, attention_dropout=c.attention_dropout,
-        activation_dropout=c.activation_dropout,
+        activation_dropout=c.activation_dropout, bias=c.linear_bias, norm=c.norm, attention_scale=c.attention_scale,
+        gated=c.gated_ffn,
     )
 
 
 def _stack(c: ModelConfig, kind: type[Encoder] | type[Decoder], n_layers: int) -> Encoder | Decoder:
-    """N layers; pre-LN stacks end with a LayerNorm."""
+    """N layers; pre-LN stacks end with a LayerNorm. Relative positions: one bias for the stack, bidirectional
+    in the encoder, causal in the decoder."""
     layer = EncoderLayer if kind is Encoder else DecoderLayer
+    relative = None
+    if c.positional == "relative":
+        relative = RelativePositionBias(c.n_heads, kind is Encoder, c.relative_buckets, c.relative_max_distance)
     return kind([layer(**_layer_args(c)) for _ in range(n_layers)],
-                nn.LayerNorm(c.d_model, eps=c.layer_norm_eps) if c.norm_first else None)
+                make_norm(c.norm, c.d_model, c.layer_norm_eps) if c.norm_first else None, relative)
 
 
 def _init_linears(*stacks: nn.Module) -> None:
@@ -49,7 +57,8 @@ def _init_linears(*stacks: nn.Module) -> None:
     for module in (m for stack in stacks for m in stack.modules()):
         if isinstance(module, nn.Linear):
             nn.init.xavier_uniform_(module.weight)
-            nn.init.zeros_(module.bias)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
 
 
 def _output_projection(c: ModelConfig, tokens: TokenEmbedding) -> nn.Linear:
@@ -57,6 +66,11 @@ def _output_projection(c: ModelConfig, tokens: TokenEmbedding) -> nn.Linear:
     output_proj = nn.Linear(c.d_model, c.tgt_vocab_size, bias=c.output_bias)
     if c.output_bias:
         nn.init.zeros_(output_proj.bias)
+    if c.pad_logit is not None:  # a buffer: the logit of <pad> stays fixed (and every other one unbiased)
+        fixed = output_proj.weight.new_zeros(c.tgt_vocab_size)
+        fixed[c.pad_id] = c.pad_logit
+        del output_proj.bias
+        output_proj.register_buffer("bias", fixed)
     if c.tie_output:
         output_proj.weight = tokens.weight
     else:
@@ -90,4 +104,5 @@ def build_model(config: ModelConfig) -> EncoderDecoder | DecoderOnly | EncoderOn
         c.src_vocab_size, c.d_model, c.pad_id, c.scale_embedding
     )
     src_embed, tgt_embed = _embedding(c, src_tokens), _embedding(c, tgt_tokens)
-    return EncoderDecoder(src_embed, tgt_embed, encoder, decoder, _output_projection(c, tgt_tokens), pad_id=c.pad_id)
+    return EncoderDecoder(src_embed, tgt_embed, encoder, decoder, _output_projection(c, tgt_tokens), pad_id=c.pad_id,
+                          output_scale=c.output_scale)

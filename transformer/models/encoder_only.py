@@ -5,8 +5,8 @@ Token, position and token-type (segment) embeddings are summed and normalized; t
 with a padding mask only, so every token sees the whole segment. Heads: `mlm_states` + the tied output
 projection predict masked tokens (the MLM head: dense, GELU, LayerNorm, then the embedding matrix and a
 bias); `pooled` is the [CLS] position's state (or, with pooling="mean", the mean of the non-pad states) through
-a dense layer and tanh; `classify` puts a linear layer on it; `embed_mean` is the mean of the non-pad states
-(sentence embeddings).
+a dense layer and tanh; `classify` puts a linear layer on it; `sentence_embedding` is the mean, the [CLS] state
+or the maximum of the non-pad states (sentence embeddings; `embed_mean` the mean).
 
 Shapes: B batch, T tokens, D d_model, V vocab, K classes.
 """
@@ -93,8 +93,22 @@ class EncoderOnly(nn.Module):
 
     def embed_mean(self, tokens: Tensor, normalize: bool = False) -> Tensor:
         """Sentence embeddings (B, D): the mean of the non-pad positions' states, L2-normalized on request."""
-        mean = self._mean(self.hidden_states(tokens), tokens)  # (B, D)
-        return F.normalize(mean, dim=-1) if normalize else mean
+        return self.sentence_embedding(tokens, "mean", normalize)
+
+    def sentence_embedding(self, tokens: Tensor, pooling: str = "mean", normalize: bool = False) -> Tensor:
+        """Sentence embeddings (B, D) of the non-pad positions' states: their mean, the first ([CLS]) one, or
+        each dimension's maximum (model.embed_pooling), L2-normalized on request."""
+        states = self.hidden_states(tokens)  # (B, T, D)
+        if pooling == "mean":
+            vectors = self._mean(states, tokens)
+        elif pooling == "cls":
+            vectors = states[:, 0]
+        elif pooling == "max":
+            keep = (tokens != self.pad_id).unsqueeze(-1)  # (B, T, 1)
+            vectors = states.masked_fill(~keep, float("-inf")).max(dim=1).values
+        else:
+            raise ValueError(f"pooling={pooling!r}: use 'mean', 'cls' or 'max'")
+        return F.normalize(vectors, dim=-1) if normalize else vectors  # (B, D)
 
     def _mean(self, states: Tensor, tokens: Tensor) -> Tensor:
         """The mean over the non-pad positions: states (B, T, D) -> (B, D)."""

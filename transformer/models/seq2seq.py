@@ -33,12 +33,14 @@ class EncoderDecoder(Packable):
         decoder: Decoder,
         output_proj: nn.Linear,
         pad_id: int = 0,
+        output_scale: float = 1.0,
     ):
         super().__init__()
         self.src_embed, self.tgt_embed = src_embed, tgt_embed
         self.encoder, self.decoder = encoder, decoder
         self.output_proj = output_proj
         self.pad_id = pad_id
+        self.output_scale = output_scale  # T5 (tied): the decoder output times d_model**-0.5 before projecting
 
     def encode(self, src: Tensor, src_mask: Tensor | None = None, need_weights: bool = False) -> Tensor:
         """src: (B, S) ids -> memory (B, S, D)."""
@@ -63,6 +65,8 @@ class EncoderDecoder(Packable):
         x = self.tgt_embed(tgt, offset)  # (B, T, D)
         src_mask = skip_full_mask(src_mask)
         x = self.decoder(x, memory, self_mask, src_mask, None if cache is None else cache.layers, need_weights)
+        if self.output_scale != 1.0:
+            x = x * self.output_scale
         output_proj = self.packed("output") or self.output_proj
         return output_proj(x)  # (B, T, V)
 
@@ -87,7 +91,8 @@ class EncoderDecoder(Packable):
         memory = self.encode(src, src_mask)  # (B, S, D)
         x = self.tgt_embed(tgt)  # (B, T, D)
         self_mask = causal_mask(tgt.size(1), tgt.size(1), device=tgt.device)  # (1, 1, T, T)
-        return self.decoder(x, memory, self_mask, src_mask)  # (B, T, D)
+        x = self.decoder(x, memory, self_mask, src_mask)  # (B, T, D)
+        return x if self.output_scale == 1.0 else x * self.output_scale
 
     @property
     def max_positions(self) -> int | None:

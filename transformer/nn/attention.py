@@ -2,6 +2,8 @@
 
 Shapes: B batch, T query length, S key length, D d_model, H heads, Dh = D // H.
 Masks are boolean, True = may attend, broadcastable to (B, H, T, S) (see masks.py).
+Two hooks for descendants of the paper, both off by default: an additive float `bias` on the scores (T5's
+relative positions, relative_position.py) and a `scale` other than 1/sqrt(Dh) (T5: 1).
 The speed paths are beside this file, each switched on explicitly: the choice of attention kernel in
 attention_kernels.py, the key/value cache in kv_cache.py, packed inference weights in packed.py.
 """
@@ -26,10 +28,13 @@ def scaled_dot_product_attention(
     mask: Tensor | None = None,
     dropout: float = 0.0,
     need_weights: bool = False,
+    bias: Tensor | None = None,
+    scale: float | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Attention(Q, K, V) = softmax(Q K^T / sqrt(Dh)) V, with masked keys removed.
 
     q: (B, H, T, Dh), k and v: (B, H, S, Dh), mask: bool broadcastable to (B, H, T, S).
+    bias: float broadcastable to (B, H, T, S), added to the scores; scale: replaces 1/sqrt(Dh).
     Returns the output (B, H, T, Dh) and, if need_weights, the weights (B, H, T, S).
     A query row whose keys are all masked gets weights 0 and output 0, never NaN.
     Without need_weights, torch's fused kernel computes the same thing without holding the weights.
@@ -39,10 +44,15 @@ def scaled_dot_product_attention(
         has_key = mask.any(dim=-1, keepdim=True)  # (B|1, H|1, T|1, 1)
         mask = mask | ~has_key  # an empty row attends everywhere (finite softmax); its output is zeroed below
     if not need_weights:
-        out = fused_attention(q, k, v, mask, dropout)  # (B, H, T, Dh)
+        out = fused_attention(q, k, v, mask, dropout, bias, scale)  # (B, H, T, Dh)
         return (out if mask is None else out.masked_fill(~has_key, 0.0)), None
 
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, H, T, S)
+    if scale is None:
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, H, T, S)
+    else:
+        scores = q @ k.transpose(-2, -1) * scale  # (B, H, T, S)
+    if bias is not None:
+        scores = scores + bias
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)  # (B, H, T, S)
@@ -64,7 +74,8 @@ class MultiHeadAttention(Packable):
     PACKS = {"qkv": ("q_proj", "k_proj", "v_proj"), "q": ("q_proj",), "kv": ("k_proj", "v_proj"),
              "out": ("out_proj",)}
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True):
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True,
+                 scale: float | None = None):
         super().__init__()
         if d_model <= 0 or n_heads <= 0:
             raise ValueError(f"d_model={d_model} and n_heads={n_heads} must both be positive")
@@ -75,6 +86,7 @@ class MultiHeadAttention(Packable):
             )
         self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
         self.dropout = dropout
+        self.scale = scale  # None: the paper's 1/sqrt(Dh)
         self.q_proj = nn.Linear(d_model, d_model, bias=bias)
         self.k_proj = nn.Linear(d_model, d_model, bias=bias)
         self.v_proj = nn.Linear(d_model, d_model, bias=bias)
@@ -87,8 +99,9 @@ class MultiHeadAttention(Packable):
         mask: Tensor | None = None,
         cache: KVCache | None = None,
         need_weights: bool = False,
+        bias: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """query: (B, T, D); key_value: (B, S, D), or None for self-attention.
+        """query: (B, T, D); key_value: (B, S, D), or None for self-attention; bias: additive, (B|1, H, T, S).
 
         Returns (B, T, D) and the per-head weights (B, H, T, S) when need_weights, else None.
         """
@@ -98,10 +111,12 @@ class MultiHeadAttention(Packable):
         dropout = self.dropout if self.training else 0.0
         beams = 1 if cache is None else cache.beams
         if beams == 1:
-            out, weights = scaled_dot_product_attention(q, k, v, mask, dropout, need_weights)  # (B, H, T, Dh)
+            out, weights = scaled_dot_product_attention(q, k, v, mask, dropout, need_weights, bias,
+                                                        self.scale)  # (B, H, T, Dh)
         else:  # beam search: the K beams of an example read its memory once (DecoderCache.set_beam_size)
             out, weights = grouped_attention(scaled_dot_product_attention, q, k, v, mask, beams,
-                                             dropout=dropout, need_weights=need_weights)
+                                             dropout=dropout, need_weights=need_weights, bias=bias,
+                                             scale=self.scale)
         # 3. Concatenate the heads and apply W^O.
         out = out.transpose(1, 2).reshape(out.size(0), out.size(2), self.d_model)  # (B, T, D)
         packed = self.packed("out")

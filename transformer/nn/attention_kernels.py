@@ -32,16 +32,23 @@ def attention_in_fp32(x: Tensor) -> bool:
     return x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
 
 
-def fused_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float = 0.0) -> Tensor:
+def fused_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float = 0.0,
+                    bias: Tensor | None = None, scale: float | None = None) -> Tensor:
     """softmax(Q K^T / sqrt(Dh)) V through torch's fused kernel: (B, H, T, Dh).
 
     `mask` is bool, True = may attend, and every query row must have a key it may attend (the caller zeroes
-    the rows that had none, as scaled_dot_product_attention does).
+    the rows that had none, as scaled_dot_product_attention does). An additive `bias` goes to the kernel as a
+    float mask, -inf where `mask` is False; `scale` (None: 1/sqrt(Dh)) multiplies Q K^T.
     """
-    if not attention_in_fp32(q):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, H, T, Dh)
+    fp32 = attention_in_fp32(q)
+    if bias is not None:
+        bias = bias.to(torch.float32 if fp32 else q.dtype)
+        mask = bias if mask is None else torch.where(mask, bias, float("-inf"))  # (B|1, H, T, S)
+    if not fp32:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale)
     with torch.autocast("cpu", enabled=False):
-        out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, dropout_p=dropout)
+        out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, dropout_p=dropout,
+                                             scale=scale)
     return out.to(q.dtype)  # (B, H, T, Dh)
 
 
@@ -55,7 +62,7 @@ def grouped_attention(
     of an example being consecutive rows): the G beams become G times as many query positions of one
     attention over the shared keys, which reads those keys once instead of G times. Same result as
     `attention` on keys and values repeated G times.
-    q: (N, H, T, Dh), k and v: (M, H, S, Dh), mask: bool broadcastable to (N, H, T, S).
+    q: (N, H, T, Dh), k and v: (M, H, S, Dh), mask: bool and bias (kwargs) float, broadcastable to (N, H, T, S).
     """
     rows, heads, length, d_head = q.shape
     groups, keys = k.size(0), k.size(2)
@@ -73,6 +80,8 @@ def grouped_attention(
     if mask is not None:
         check_mask(mask, rows, heads, length, keys)
         mask = to_groups(mask.expand(rows, mask.size(1) if mask.dim() == 4 else 1, length, keys), keys)
+    if kwargs.get("bias") is not None:
+        kwargs["bias"] = to_groups(kwargs["bias"].expand(rows, heads, length, keys), keys)
     out, weights = attention(to_groups(q, d_head), k, v, mask, **kwargs)
     return from_groups(out), None if weights is None else from_groups(weights)
 

@@ -108,10 +108,11 @@ def check_token_ids(tokens: Tensor, vocab_size: int) -> None:
 class InputEmbedding(nn.Module):
     """Scaled token embedding + positional encoding, then dropout (section 5.4): (B, T) ids -> (B, T, D).
 
-    An optional LayerNorm between the sum and the dropout is BART's `layernorm_embedding`.
+    An optional LayerNorm between the sum and the dropout is BART's `layernorm_embedding`. positions=None: no
+    positions are added (T5, whose attention adds relative positions instead: relative_position.py).
     """
 
-    def __init__(self, tokens: TokenEmbedding, positions: nn.Module, dropout: float = 0.0,
+    def __init__(self, tokens: TokenEmbedding, positions: nn.Module | None, dropout: float = 0.0,
                  norm: nn.LayerNorm | None = None):
         super().__init__()
         self.tokens, self.positions = tokens, positions
@@ -120,7 +121,8 @@ class InputEmbedding(nn.Module):
 
     def forward(self, ids: Tensor, offset: int = 0) -> Tensor:
         x = self.tokens(ids)  # (B, T, D)
-        x = x + self.positions(ids.size(1), offset).to(x.dtype)  # (B, T, D)
+        if self.positions is not None:
+            x = x + self.positions(ids.size(1), offset).to(x.dtype)  # (B, T, D)
         if self.norm is not None:
             x = self.norm(x)  # (B, T, D)
         return self.dropout(x)

@@ -40,11 +40,12 @@ class Task(ABC):
         """The run's tokenizer: trained on `texts` (with <mask> when `mask`) and saved; when resuming, the one
         saved before; when fine-tuning (train.init_from), the pretrained model's, copied."""
         path = self.out / TOKENIZER_FILE
+        init_from, m = self.config.train.init_from, self.config.model
+        ids = dict(pad_id=m.pad_id, bos_id=m.bos_id, eos_id=m.eos_id) if init_from else {}  # an import's (BERT's)
         if self.resume:
-            return Tokenizer.load(path)
-        init_from = self.config.train.init_from
+            return Tokenizer.load(path, **ids)
         if init_from:
-            tokenizer = Tokenizer.load(Path(init_from) / TOKENIZER_FILE)
+            tokenizer = Tokenizer.load(Path(init_from) / TOKENIZER_FILE, **ids)
             tokenizer.save(path)
             return tokenizer
         data = self.config.data
