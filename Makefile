@@ -17,7 +17,7 @@ lint: setup
 	$(BIN)/ruff check transformer tests bench
 
 test: setup lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist loadfile  # one worker per core; a test file's tests share a worker
 
 demo: setup
 	$(BIN)/python -m transformer.demo

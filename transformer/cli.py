@@ -1,7 +1,7 @@
 """The `transformer` command line: the parser and the dispatch to each command's handler. Argument parsing and
 printing live in the cli*.py modules and nowhere else: cli_translate.py (translate, evaluate), cli_family.py
 (generate, predict, embed, evaluate of the other tasks), cli_tools.py (average-checkpoints), cli_logging.py
-(-v, -vv, --log) and cli_io.py (input lines and output paths)."""
+(-v, -vv, --log) and cli_io.py (input lines and output paths); serve/cli.py (serve, the HTTP API)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ from transformer.cli_logging import (
 )
 from transformer.cli_tools import add_average_checkpoints, cmd_average_checkpoints
 from transformer.cli_translate import add_translate_commands, cmd_evaluate, cmd_translate
+from transformer.cli_viz import add_viz_commands, cmd_attention, cmd_embeddings, cmd_plot
 from transformer.config import check_override_sections
+from transformer.serve.cli import add_serve_command, cmd_serve
 
 log = logging.getLogger("transformer")
 # ctranslate2's weight types (transformer.interop.ct2.QUANTIZATIONS, not imported here: it loads torch)
@@ -37,6 +39,7 @@ EXAMPLES = """examples:
   transformer generate --model runs/gpt-bible-en --prompt "And God said" --top-k 40 --seed 0
   transformer import-hf Helsinki-NLP/opus-mt-de-en --out runs/opus-mt-de-en
   transformer average-checkpoints --model runs/bible-de-en --last 5 --out runs/bible-de-en/averaged.safetensors
+  transformer serve --model runs/bible-de-en --port 8000
 
 `transformer COMMAND --help` lists a command's options. -v, -vv and --log FILE go before or after the command."""
 
@@ -132,6 +135,8 @@ def _parser() -> argparse.ArgumentParser:
                            help="directory to write config.json, model.safetensors and the type's other files "
                                 "(must not exist, or be empty)")
     add_average_checkpoints(commands)
+    add_viz_commands(commands)  # attention, embeddings, plot
+    add_serve_command(commands)  # transformer/serve/
     add_global_flags_to_subcommands(parser)  # last: every subcommand gets -v and --log
     return parser
 
@@ -239,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"data": _cmd_data, "train": _cmd_train, "translate": cmd_translate, "evaluate": cmd_evaluate,
                "generate": cmd_generate, "predict": cmd_predict, "embed": cmd_embed, "export-onnx": _cmd_export_onnx,
                "export-ct2": _cmd_export_ct2, "import-hf": _cmd_import_hf, "export-hf": _cmd_export_hf,
-               "average-checkpoints": cmd_average_checkpoints}
+               "average-checkpoints": cmd_average_checkpoints, "serve": cmd_serve,
+               "attention": cmd_attention, "embeddings": cmd_embeddings, "plot": cmd_plot}
     try:
         with configured_logging(*logging_options(args)):  # a --log in a missing directory: error before any work
             handler[args.command](args)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import Tensor, nn
@@ -66,6 +66,7 @@ class Translation:
 
     text: str
     score: float
+    tokens: tuple[int, ...] = field(default=(), compare=False)  # the search's ids (for attention maps)
 
 
 def translate(
@@ -121,7 +122,7 @@ def translate_scored(
             if not hypotheses:
                 _warn_no_hypothesis(i)
                 hypotheses = [Hypothesis([], float("-inf"), float("-inf"))]
-            results[i] = [Translation(tokenizer.decode(h.tokens), h.score) for h in hypotheses]
+            results[i] = [Translation(tokenizer.decode(h.tokens), h.score, tuple(h.tokens)) for h in hypotheses]
     return results
 
 
