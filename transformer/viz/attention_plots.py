@@ -19,8 +19,9 @@ KINDS = ("encoder", "decoder", "cross")
 TITLES = {"encoder": "self-attention", "decoder": "decoder masked self-attention", "cross": "cross-attention"}
 
 
-CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Source Han Sans", "WenQuanYi Zen Hei", "SimHei",
-             "Microsoft YaHei", "Arial Unicode MS")  # fallbacks for Chinese and Japanese labels, where installed
+# fallbacks for Chinese and Japanese labels, where installed
+CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Source Han Sans", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei",
+             "SimHei", "Microsoft YaHei", "Arial Unicode MS")
 
 
 def _pyplot():
