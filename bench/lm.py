@@ -33,7 +33,7 @@ from transformer.data.batching import TokenBatchSampler, batches, collate_segmen
 from transformer.data.datasets import load_texts  # noqa: E402
 from transformer.data.tokenizer import train_bpe  # noqa: E402
 from transformer.evaluation.metrics import perplexity  # noqa: E402
-from transformer.evaluation.perplexity import mean_nll  # noqa: E402
+from transformer.evaluation.nll import mean_nll  # noqa: E402
 from transformer.models import build_model  # noqa: E402
 from transformer.training import learning_rate, make_optimizer, set_learning_rate  # noqa: E402
 from transformer.training.loss import next_token_loss  # noqa: E402

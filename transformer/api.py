@@ -19,7 +19,7 @@ from transformer.data.batching import encode_segments
 from transformer.data.tokenizer import Tokenizer
 from transformer.decoding.sampling import sample
 from transformer.evaluation.metrics import perplexity
-from transformer.evaluation.perplexity import masked_nll, mean_nll
+from transformer.evaluation.nll import masked_nll, mean_nll
 from transformer.inference import load_model_dir, translate
 from transformer.model_dir import WEIGHTS_FILE
 
@@ -134,8 +134,8 @@ class Loaded:
         return self.classify(read_for_model(path, self.config.model))[0]
 
 
-def load(model_dir: str | Path, weights: str = WEIGHTS_FILE) -> Loaded:
+def load(model_dir: str | Path, weights: str = WEIGHTS_FILE, device: str | None = None) -> Loaded:
     """The model directory `model_dir` (written by `transformer train` or `import-hf`), ready for inference
-    (packed weights: see nn/packed.py)."""
-    model, tokenizer, config = load_model_dir(model_dir, weights, for_decoding=True)
+    (packed weights on the CPU: see nn/packed.py) on `device` (a --device value; default: the CPU)."""
+    model, tokenizer, config = load_model_dir(model_dir, weights, for_decoding=True, device=device)
     return Loaded(model, tokenizer, config)

@@ -19,10 +19,12 @@ from transformer.cli_logging import (
     configured_logging,
     logging_options,
 )
+from transformer.cli_prepare import add_prepare_command, cmd_prepare
 from transformer.cli_tools import add_average_checkpoints, cmd_average_checkpoints
 from transformer.cli_translate import add_translate_commands, cmd_evaluate, cmd_translate
 from transformer.cli_viz import add_viz_commands, cmd_attention, cmd_embeddings, cmd_plot
 from transformer.config import check_override_sections
+from transformer.devices import DEVICE_HELP
 from transformer.serve.cli import add_serve_command, cmd_serve
 
 log = logging.getLogger("transformer")
@@ -71,12 +73,15 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, help="model directory to write (default: runs/<config name>)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--device", default="auto", help=DEVICE_HELP)
 
+    add_prepare_command(commands)  # cli_prepare.py: a corpus tokenized once into a cache (data/prepared.py)
     add_translate_commands(commands)  # translate, evaluate
     generate = commands.add_parser("generate", help="continue a prompt with a language model (task: lm), "
                                                     "streaming the tokens as they come")
     generate.add_argument("--model", required=True, type=Path, help="model directory of a language model")
     generate.add_argument("--prompt", default="", help="text to continue (default: none, start from <bos>)")
+    generate.add_argument("--device", default="auto", help=DEVICE_HELP)
     generate.add_argument("--max-new-tokens", type=int, default=100, help="most tokens to add (default: 100)")
     generate.add_argument("--temperature", type=float, default=1.0,
                           help="divide the logits by this (> 0; default 1: the model's distribution)")
@@ -164,7 +169,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     check_files(config.data)  # before the config is printed and --out is made
     out = args.out or Path("runs") / Path(args.config).stem
     print(f"# resolved config -> {out / 'config.yaml'}\n{config.to_yaml()}", flush=True)
-    state = train(config, out, resume=args.resume, progress_bar=not args.no_progress)
+    state = train(config, out, resume=args.resume, progress_bar=not args.no_progress, device=args.device)
     metric = TASKS[config.task].metric
     print(json.dumps({"out": str(out), "task": config.task, "steps": state.step, "epochs": state.epoch,
                       "train_minutes": round(state.train_seconds / 60, 2), f"best_valid_{metric}": state.best_score,
@@ -245,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                "generate": cmd_generate, "predict": cmd_predict, "embed": cmd_embed, "export-onnx": _cmd_export_onnx,
                "export-ct2": _cmd_export_ct2, "import-hf": _cmd_import_hf, "export-hf": _cmd_export_hf,
                "average-checkpoints": cmd_average_checkpoints, "serve": cmd_serve,
-               "attention": cmd_attention, "embeddings": cmd_embeddings, "plot": cmd_plot}
+               "attention": cmd_attention, "embeddings": cmd_embeddings, "plot": cmd_plot, "prepare": cmd_prepare}
     try:
         with configured_logging(*logging_options(args)):  # a --log in a missing directory: error before any work
             handler[args.command](args)

@@ -15,7 +15,7 @@ def evaluate_lm(args: argparse.Namespace) -> None:
     from transformer.api import load
     from transformer.data.datasets import load_texts
 
-    bundle = load(args.model, args.weights)
+    bundle = load(args.model, args.weights, device=getattr(args, "device", None))
     texts = load_texts(bundle.config.data, args.split)
     if not texts:
         raise ValueError(f"the model's data config names no {args.split} text; set data.{args.split}_text")
@@ -34,7 +34,7 @@ def evaluate_image(args: argparse.Namespace) -> None:
     from transformer.data.images import DIGITS_SIZE, load_digits_split
     from transformer.training.tasks.image import evaluate_images
 
-    bundle = load(args.model, args.weights)
+    bundle = load(args.model, args.weights, device=getattr(args, "device", None))
     m = bundle.config.model
     if getattr(args, "images", None) is not None:
         images, labels = _labelled_files(args.images, m, args.limit)
@@ -68,7 +68,7 @@ def evaluate_classify(args: argparse.Namespace) -> None:
     from transformer.api import load
     from transformer.data.datasets import load_labelled
 
-    bundle = load(args.model, args.weights)
+    bundle = load(args.model, args.weights, device=getattr(args, "device", None))
     c = bundle.config
     data = load_labelled(c.data, args.split)
     if not data:
@@ -133,7 +133,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from transformer.decoding.sampling import check_sampling
 
     check_sampling(args.temperature, args.top_k, args.top_p, args.max_new_tokens, args.num_samples)
-    bundle = load(args.model)
+    bundle = load(args.model, device=args.device)
     settings = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                     top_p=args.top_p, num_samples=args.num_samples, seed=args.seed)
     if args.num_samples > 1:

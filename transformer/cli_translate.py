@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from transformer.cli_family import evaluate_classify, evaluate_image, evaluate_lm
 from transformer.cli_io import check_output, input_lines, reads_stdin, stream_lines
 from transformer.config import SPLIT_NAMES, DecodeConfig
+from transformer.devices import DEVICE_HELP
 
 if TYPE_CHECKING:  # not imported at run time: it loads torch
     from transformer.inference import Translation
@@ -78,6 +79,7 @@ def _decode_args(parser: argparse.ArgumentParser, model_required: bool = True) -
                              "checkpoint that names one translation task; '' for none)")
     parser.add_argument("--engine", default="torch", choices=["torch", "ctranslate2"],
                         help="torch (default), or ctranslate2: the export in MODEL/ctranslate2 (`export-ct2`)")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP + " (the torch engine)")
 
 
 def _decode_config(args: argparse.Namespace, default: DecodeConfig) -> DecodeConfig:
@@ -123,7 +125,7 @@ def _translator(args: argparse.Namespace, weights: str = "model.safetensors") ->
                                                                             n))
     from transformer.inference import load_model_dir, translate, translate_scored
 
-    model, tokenizer, config = load_model_dir(args.model, weights, for_decoding=True)  # packed weights
+    model, tokenizer, config = load_model_dir(args.model, weights, for_decoding=True, device=args.device)
     max_len = config.data.max_len
     return _Engine(config,
                    lambda lines, decode, progress: translate(model, tokenizer, lines, decode, max_len, progress),

@@ -34,7 +34,7 @@ from transformer.model_config import (  # noqa: F401  (re-exported: a run's conf
     model_config_from_dict,
 )
 
-CORPORA = ("bible", "files", "tsv", "text", "digits")
+CORPORA = ("bible", "files", "tsv", "text", "digits", "prepared")
 BIBLE_SPLITS = ("books", "genres")  # the held-out schemes of data/bible_books.py (a test keeps the two equal)
 SPLIT_NAMES = ("train", "valid", "test")  # a corpus's splits; DataConfig's {split}_src/_tgt/_tsv keys use them
 
@@ -73,13 +73,18 @@ class DataConfig:
     min_frequency: int = 2
     max_len: int = 256  # pairs with a side longer than this many tokens are dropped from training
     split_han: bool = True  # each Han character its own pre-token before BPE (train_bpe; docs/RESULTS.md)
+    prepared: str | None = None  # corpus "prepared": a directory written by `transformer prepare` (data/prepared.py)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "src", str(self.src))  # YAML reads the Bible code 2 as a number
         object.__setattr__(self, "tgt", str(self.tgt))
         object.__setattr__(self, "translations", tuple(str(code) for code in self.translations))
         check(self.corpus in CORPORA, f"data.corpus={self.corpus!r}: use 'bible', 'files' (src/tgt text files), "
-               "'tsv', 'text' (one segment a line, for the lm task) or 'digits' (the image task)")
+               "'tsv', 'text' (one segment a line, for the lm task), 'digits' (the image task) or 'prepared' "
+               "(a `transformer prepare` cache)")
+        if self.corpus == "prepared":
+            check(bool(self.prepared), "data.corpus='prepared' needs data.prepared (the directory written by "
+                  "`transformer prepare CONFIG --out DIR`)")
         if self.corpus == "text":
             check(bool(self.train_text), "data.corpus='text' needs data.train_text (one segment a line)")
         if self.corpus == "files":
@@ -127,6 +132,8 @@ class TrainConfig:
     init_from: str | None = None  # start from this model directory's weights (fine-tuning); new heads start fresh
     patience: int | None = None  # early stopping: stop after this many validations in a row without a better metric
     tensorboard: bool = False  # also write the metrics as TensorBoard scalars to <out>/tensorboard (pip tensorboard)
+    dist_timeout: float = 1800.0  # seconds a process waits for the others (torchrun runs) before failing
+    parallel: str = "ddp"  # with torchrun: ddp (a whole model per process) or fsdp (sharded, FSDP2)
 
     def __post_init__(self) -> None:
         if isinstance(self.betas, list):
@@ -153,6 +160,8 @@ class TrainConfig:
         check(self.average_last >= 0, f"train.average_last={self.average_last} must be >= 0")
         check(self.patience is None or self.patience >= 1,
               f"train.patience={self.patience} must be >= 1 (validations without improvement), or null for none")
+        check(self.dist_timeout > 0, f"train.dist_timeout={self.dist_timeout} must be > 0 seconds, e.g. 1800")
+        check(self.parallel in ("ddp", "fsdp"), f"train.parallel={self.parallel!r} must be 'ddp' or 'fsdp'")
 
 
 @dataclass(frozen=True)

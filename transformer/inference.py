@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -15,6 +16,7 @@ from transformer.data.batching import pad_ids
 from transformer.data.tokenizer import Tokenizer
 from transformer.decoding import Hypothesis, beam_search, greedy_search
 from transformer.decoding.greedy import greedy_search_scored
+from transformer.devices import model_device, resolve_device
 from transformer.model_dir import TOKENIZER_FILE, WEIGHTS_FILE, inside, load_weights, read_config
 from transformer.models import EncoderDecoder, build_model
 from transformer.nn.packed import pack_inference_weights
@@ -23,13 +25,14 @@ logger = logging.getLogger(__name__)
 
 
 def load_model_dir(
-    model_dir: str | Path, weights: str = WEIGHTS_FILE, *, for_decoding: bool = False
+    model_dir: str | Path, weights: str = WEIGHTS_FILE, *, for_decoding: bool = False, device: str | None = None
 ) -> tuple[nn.Module, Tokenizer | None, RunConfig]:
     """The model (in eval mode), its tokenizer and its resolved config, from a directory `train` or
     `import-hf` wrote. The tokenizer's special ids are the model's (config.yaml); an image model has none.
 
     `for_decoding=True` also packs the model's inference weights (`pack_inference_weights`: faster decoding,
-    read-only, shared by concurrent searches); leave it off for a model that will be trained or exported."""
+    read-only, shared by concurrent searches; the CPU only); leave it off for a model that will be trained or
+    exported. `device` (a --device value, devices.py; default: the CPU) is where the model is put."""
     model_dir = Path(model_dir)
     config = read_config(model_dir)
     m = config.model
@@ -39,8 +42,11 @@ def load_model_dir(
         _check_vocabulary(tokenizer, config, model_dir)
     model = build_model(config.model)
     load_weights(model, inside(model_dir, weights, "weights file"))
-    if for_decoding:
-        pack_inference_weights(model)
+    target = torch.device("cpu") if device is None else resolve_device(device)
+    if target.type != "cpu":
+        model.to(target)
+    elif for_decoding:
+        pack_inference_weights(model)  # oneDNN's packed weights are a CPU speed-up
     return model.eval(), tokenizer, config
 
 
@@ -86,6 +92,7 @@ def translate(
     pad, bos, eos = tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id
     args = dict(pad_id=pad, bos_id=bos, eos_id=eos, max_len_a=decode.max_len_a, max_len_b=decode.max_len_b)
     for chunk, src in _batches(tokenizer, lines, decode, max_src_len, progress):
+        src = src.to(model_device(model))
         if decode.beam == 1:
             outputs = greedy_search(model, src, **args)
         else:
@@ -114,6 +121,7 @@ def translate_scored(
     pad, bos, eos = tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id
     args = dict(pad_id=pad, bos_id=bos, eos_id=eos, max_len_a=decode.max_len_a, max_len_b=decode.max_len_b)
     for chunk, src in _batches(tokenizer, lines, decode, max_src_len, progress):
+        src = src.to(model_device(model))
         if decode.beam == 1:
             found = [[h] for h in greedy_search_scored(model, src, **args)]
         else:

@@ -298,7 +298,7 @@ def test_continue_mlm_pretraining_of_imported_bert(dirs, tmp_path):
     and the MLM head it starts from is BERT's (its bias came through, not a fresh zero one)."""
     from tests.corpus import mlm_config, write_text_corpus
     from transformer.config import RunConfig
-    from transformer.evaluation.perplexity import mask_segments
+    from transformer.evaluation.nll import mask_segments
     from transformer.training.trainer import train
 
     assert main(["import-hf", str(dirs["mlm"]), "--out", str(tmp_path / "mlm")]) == 0

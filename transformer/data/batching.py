@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import array
 import itertools
 import logging
 import random
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from transformer.special_ids import check_special_ids
@@ -78,13 +80,18 @@ def encode_corpus(corpus: ParallelCorpus, tokenizer: _Encoder, max_len: int) -> 
             n_long += 1
         else:
             pairs.append((s, t))
-    if n_long or n_empty:
-        logger.warning("encode_corpus: dropped %d of %d pairs longer than max_len=%d tokens and %d with an "
-                       "empty source", n_long, len(src_ids), max_len, n_empty)
-    if not pairs:
-        raise ValueError(f"encode_corpus: no pair left of {len(src_ids)} ({n_long} longer than "
-                         f"max_len={max_len}, {n_empty} empty); raise max_len or check the corpus")
+    report_dropped("encode_corpus", n_long, n_empty, len(src_ids), len(pairs), max_len)
     return pairs
+
+
+def report_dropped(where: str, n_long: int, n_empty: int, n_total: int, n_kept: int, max_len: int) -> None:
+    """Log the pairs dropped for their length or an empty source; raise ValueError if none is left."""
+    if n_long or n_empty:
+        logger.warning("%s: dropped %d of %d pairs longer than max_len=%d tokens and %d with an empty source",
+                       where, n_long, n_total, max_len, n_empty)
+    if not n_kept:
+        raise ValueError(f"{where}: no pair left of {n_total} ({n_long} longer than max_len={max_len}, "
+                         f"{n_empty} empty); raise max_len or check the corpus")
 
 
 def pad_ids(rows: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
@@ -158,28 +165,32 @@ class TokenBatchSampler:
     over the budget on its own gets a batch of its own (and a warning), never dropped.
     """
 
-    def __init__(self, lengths: Sequence[tuple[int, int]], max_tokens: int, shuffle: bool = True,
+    def __init__(self, lengths: Sequence[tuple[int, int]] | np.ndarray, max_tokens: int, shuffle: bool = True,
                  seed: int = 0, chunk_size: int = 8192):
         if max_tokens < 1:
             raise ValueError(f"max_tokens={max_tokens} must be positive (the paper uses about 25000)")
         if chunk_size < 1:
             raise ValueError(f"chunk_size={chunk_size} must be positive")
-        if not lengths:
+        if not len(lengths):
             raise ValueError("TokenBatchSampler got no examples; encode a non-empty corpus first")
-        self.lengths = [(int(s), int(t)) for s, t in lengths]
-        bad = next(((i, lt) for i, lt in enumerate(self.lengths) if min(lt) < 0), None)
-        if bad is not None:
-            raise ValueError(f"Example {bad[0]} has a negative length {bad[1]}")
+        # (n, 2) int64: (source, target) length of each example; numpy, so that millions of examples (a prepared
+        # corpus, data/prepared.py) take seconds and no Python objects
+        self.lengths = np.asarray(lengths, dtype=np.int64).reshape(len(lengths), 2)
+        negative = np.flatnonzero(self.lengths.min(axis=1) < 0)
+        if len(negative):
+            i = int(negative[0])
+            raise ValueError(f"Example {i} has a negative length {tuple(self.lengths[i].tolist())}")
+        self._cost = self.lengths.max(axis=1) + 1  # padded tokens a side per example of a batch of this longest one
         self.max_tokens = max_tokens
         self.shuffle = shuffle
         self.seed = seed
         self.chunk_size = chunk_size
         self.epoch = 0
         self._cache: tuple[int, list[list[int]]] | None = None
-        oversized = [i for i, (s, t) in enumerate(self.lengths) if max(s, t) + 1 > max_tokens]
-        if oversized:
+        oversized = np.flatnonzero(self._cost > max_tokens)
+        if len(oversized):
             logger.warning("%d examples exceed max_tokens=%d on their own and get a batch each (first: %s); "
-                           "raise max_tokens or lower max_len", len(oversized), max_tokens, oversized[:5])
+                           "raise max_tokens or lower max_len", len(oversized), max_tokens, oversized[:5].tolist())
 
     @classmethod
     def from_segments(cls, segments: Sequence[Sequence[int]], max_tokens: int, shuffle: bool = True, seed: int = 0,
@@ -197,34 +208,39 @@ class TokenBatchSampler:
         """Choose the epoch whose order `__iter__` yields."""
         self.epoch = epoch
 
-    def _cut(self, order: Iterable[int]) -> Iterator[list[int]]:
-        batch: list[int] = []
-        src_max = tgt_max = 0
-        for i in order:
-            s, t = self.lengths[i]
-            new_src, new_tgt = max(src_max, s + 1), max(tgt_max, t + 1)
-            n = len(batch) + 1
-            if batch and max(new_src, new_tgt) * n > self.max_tokens:
-                yield batch
-                batch, new_src, new_tgt = [], s + 1, t + 1
-            batch.append(i)
-            src_max, tgt_max = new_src, new_tgt
-        if batch:
-            yield batch
+    def _cut(self, order: np.ndarray) -> Iterator[np.ndarray]:
+        """Cut `order`, sorted by length, into batches: each takes examples while n * (its longest + 1)
+        fits in max_tokens (an example over the budget alone: a batch of one). The cost of the next example is
+        the batch's new longest (sorted), and n * cost only grows, so each batch's end is one vectorized test."""
+        cost = self._cost[order]
+        start = 0
+        while start < len(order):
+            window = cost[start : start + max(1, self.max_tokens // int(cost[start]))]
+            fits = int(np.count_nonzero(window * np.arange(1, len(window) + 1) <= self.max_tokens))  # a prefix
+            end = start + max(fits, 1)
+            yield order[start:end]
+            start = end
+
+    def _sorted(self, indices: np.ndarray) -> np.ndarray:
+        """`indices` stably sorted by (longest side, source, target), as sorted(key=(max(l), l)) would."""
+        lengths = self.lengths[indices]
+        return indices[np.lexsort((lengths[:, 1], lengths[:, 0], self._cost[indices]))]
 
     def _batches(self) -> list[list[int]]:
         if self._cache is not None and self._cache[0] == self.epoch:
             return self._cache[1]
-        key = lambda i: (max(self.lengths[i]), self.lengths[i])  # noqa: E731
-        indices = list(range(len(self.lengths)))
+        n = len(self.lengths)
         if not self.shuffle:
-            out = list(self._cut(sorted(indices, key=key)))
+            out = [b.tolist() for b in self._cut(self._sorted(np.arange(n)))]
         else:
             rng = random.Random(self.seed * 1_000_003 + self.epoch)
-            rng.shuffle(indices)
+            shuffled = array.array("q", range(n))  # int64s: the same permutation as a list's, faster
+            rng.shuffle(shuffled)
+            indices = np.frombuffer(shuffled, dtype=np.int64)
             out = []
-            for start in range(0, len(indices), self.chunk_size):
-                out.extend(self._cut(sorted(indices[start : start + self.chunk_size], key=key)))
+            for start in range(0, n, self.chunk_size):
+                chunk = self._sorted(indices[start : start + self.chunk_size])
+                out.extend(b.tolist() for b in self._cut(chunk))
             rng.shuffle(out)
         self._cache = (self.epoch, out)
         return out

@@ -25,6 +25,9 @@ def _check_split(split: str) -> None:
 
 def check_files(data: DataConfig) -> None:
     """Raise FileNotFoundError for the first data file the config names that is not a file (before any work)."""
+    if data.corpus == "prepared" and not Path(data.prepared).is_dir():
+        raise FileNotFoundError(f"data.prepared={data.prepared!r}: not a directory; write the cache with "
+                                "`transformer prepare CONFIG --out DIR` and name DIR")
     for split in SPLIT_NAMES:
         for kind in ("src", "tgt", "tsv", "text"):
             path = getattr(data, f"{split}_{kind}")
@@ -37,6 +40,10 @@ def check_files(data: DataConfig) -> None:
 def load_split(data: DataConfig, split: str) -> ParallelCorpus | None:
     """One split of the configured corpus, with empty pairs dropped; None if the config names no file for it."""
     _check_split(split)
+    if data.corpus == "prepared":  # valid and test as text; train as ids (data/prepared.py, PreparedCorpus)
+        from transformer.data.prepared import load_prepared_split
+
+        return load_prepared_split(data.prepared, split)
     if data.corpus == "bible":
         corpus = load_bible(data.src, data.tgt, split, data.bible_split)
     elif data.corpus == "files":

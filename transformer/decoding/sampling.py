@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from transformer.decoding.protocol import banned_index, check_vocab, inference, mask_banned_
+from transformer.devices import model_device
 
 
 class DecoderOnlyModel(Protocol):
@@ -104,15 +105,18 @@ def sample(
             f"{max_positions} learned positions; shorten the prompt or use max_new_tokens <= "
             f"{max(max_positions - len(prompt), 0)}")
     with inference(model):
-        tokens = torch.tensor([list(prompt)] * num_samples, dtype=torch.long)  # (N, P)
+        device = model_device(model)
+        tokens = torch.tensor([list(prompt)] * num_samples, dtype=torch.long, device=device)  # (N, P)
         banned = banned_index(pad_id, bos_id, eos_id, tokens.device)
-        finished = torch.zeros(num_samples, dtype=torch.bool)
+        finished = torch.zeros(num_samples, dtype=torch.bool, device=device)
         cache = None
         for _ in range(max_new_tokens):
             logits, cache = model.decode_step(tokens, cache)  # (N, t, V)
             logits = mask_banned_(logits[:, -1], banned)  # (N, V)
             probs = next_token_distribution(logits, temperature, top_k, top_p)
-            new = torch.multinomial(probs, 1, generator=generator).view(-1)  # (N,)
+            if generator is not None:  # draws on the generator's device (the CPU's: the same on any device)
+                probs = probs.to(generator.device)
+            new = torch.multinomial(probs, 1, generator=generator).view(-1).to(device)  # (N,)
             new = new.masked_fill(finished, pad_id)
             yield new
             finished |= new == eos_id

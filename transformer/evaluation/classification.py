@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from transformer.data.batching import TokenBatchSampler, pad_ids
 from transformer.data.tokenizer import Tokenizer
+from transformer.devices import model_device
 
 Example = tuple[list[int], int]  # (token ids of the text, without <bos>/<eos>; the label's index)
 
@@ -79,7 +80,7 @@ def predict(model: nn.Module, examples: Sequence[Example], tokenizer: Tokenizer,
     rows: dict[int, Tensor] = {}
     for indices in sampler:
         batch = collate_labelled([examples[i] for i in indices], tokenizer)
-        probs = torch.softmax(model.classify(batch.tokens).float(), dim=-1)  # (B, K)
+        probs = torch.softmax(model.classify(batch.tokens.to(model_device(model))).float(), dim=-1).cpu()  # (B, K)
         rows.update(zip(indices, probs, strict=True))
     return torch.stack([rows[i] for i in range(len(examples))])
 

@@ -57,10 +57,11 @@ NO_PAGE = """<!doctype html><html lang="en"><meta charset="utf-8"><title>transfo
 The API is running: see <a href="/docs">/docs</a> and <a href="/api/info">/api/info</a>.</p></body></html>"""
 
 
-def create_app(model_dir: str | Path, settings: ServeSettings | None = None) -> FastAPI:
-    """The app serving the model directory `model_dir` within `settings` (default: ServeSettings())."""
+def create_app(model_dir: str | Path, settings: ServeSettings | None = None, device: str | None = None) -> FastAPI:
+    """The app serving the model directory `model_dir` within `settings` (default: ServeSettings()) on `device`
+    (a --device value; default: the CPU)."""
     settings = settings or ServeSettings()
-    served = ServedModel(model_dir)
+    served = ServedModel(model_dir, device)
     batcher = DynamicBatcher(served.run, settings.max_batch, settings.batch_wait_ms, settings.max_queue)
     app = FastAPI(title="transformer serve", description=__doc__.split("\n\n")[0],
                   lifespan=_lifespan(batcher))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from transformer.devices import DEVICE_HELP
 from transformer.serve.settings import ServeSettings
 
 _DEFAULTS = ServeSettings()
@@ -16,6 +17,7 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
                                               "/api/embed, /api/info, OpenAPI at /docs and a web page at /")
     serve.add_argument("--model", required=True, type=Path,
                        help="model directory written by `transformer train` or `transformer import-hf`")
+    serve.add_argument("--device", default="auto", help=DEVICE_HELP)
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for every "
                             "interface: the server has no authentication)")
@@ -70,7 +72,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     except ModuleNotFoundError as error:
         raise ModuleNotFoundError(f"transformer serve needs {error.name}: pip install 'transformer[serve]' "
                                   "(fastapi and uvicorn)") from None
-    app = create_app(args.model, settings)
+    app = create_app(args.model, settings, device=args.device)
     print(f"serving {args.model} ({app.state.served.task}) at http://{args.host}:{args.port}/ "
           f"(API docs: /docs); Ctrl-C stops", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -28,9 +28,9 @@ class ServeError(Exception):
 class ServedModel:
     """A model directory loaded for decoding, and what each endpoint runs on it."""
 
-    def __init__(self, model_dir: str | Path) -> None:
+    def __init__(self, model_dir: str | Path, device: str | None = None) -> None:
         self.model_dir = Path(model_dir)
-        model, tokenizer, config = load_model_dir(self.model_dir, for_decoding=True)
+        model, tokenizer, config = load_model_dir(self.model_dir, for_decoding=True, device=device)
         self.loaded = Loaded(model, tokenizer, config)
         self.config = config
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -77,15 +77,17 @@ def save_train_state(
     epoch: int,
     extra: dict | None = None,
     model: nn.Module | None = None,
+    optimizer_state: dict | None = None,
 ) -> None:
     """Save optimizer, scheduler, step, epoch, RNG states and ``extra`` atomically.
 
     ``extra`` must hold only plain values (numbers, strings, lists, dicts, tensors). With ``model``
     the (unwrapped) model's current weights are stored too, so one file resumes training exactly.
+    ``optimizer_state`` replaces ``optimizer.state_dict()`` (a sharded optimizer's gathered state).
     """
     _check_plain(extra, "extra")
     payload: dict[str, Any] = {
-        "optimizer": optimizer.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer_state is None else optimizer_state,
         "scheduler": None if scheduler is None else scheduler.state_dict(),
         "step": int(step),
         "epoch": int(epoch),
@@ -104,10 +106,12 @@ def load_train_state(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     model: nn.Module | None = None,
+    load_optimizer: Callable[[dict], None] | None = None,
 ) -> dict[str, Any]:
     """Restore what ``save_train_state`` wrote (RNG states included); return ``{step, epoch, extra}``.
 
-    With ``model``, its weights are restored too (ValueError if the file holds none).
+    With ``model``, its weights are restored too (ValueError if the file holds none). ``load_optimizer``
+    replaces ``optimizer.load_state_dict`` (a sharded optimizer's).
     """
     path = Path(path)
     require_file(path, "training state")
@@ -117,10 +121,21 @@ def load_train_state(
         if "model" not in payload:
             raise ValueError(f"{path} holds no model weights; save it with save_train_state(..., model=model)")
         apply_weights(model, payload["model"])
-    optimizer.load_state_dict(payload["optimizer"])
+    (load_optimizer or optimizer.load_state_dict)(payload["optimizer"])
     if scheduler is not None:
         if payload["scheduler"] is None:
             raise ValueError(f"{path} holds no scheduler state; pass scheduler=None or save one")
         scheduler.load_state_dict(payload["scheduler"])
     _set_rng_state(payload["rng"])
     return {"step": payload["step"], "epoch": payload["epoch"], "extra": payload["extra"]}
+
+
+def load_train_weights(path: str | os.PathLike) -> dict[str, Tensor]:
+    """The model weights a train_state.pt holds (on the CPU), alone."""
+    path = Path(path)
+    require_file(path, "training state")
+    verify(path)
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if "model" not in payload:
+        raise ValueError(f"{path} holds no model weights; save it with save_train_state(..., model=model)")
+    return payload["model"]

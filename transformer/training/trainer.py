@@ -1,7 +1,8 @@
 """The one training loop, for every task: budget (steps, minutes, epochs), Adam + the section 5.3 learning
 rate, bf16, clipping and accumulation, validation cadence, best, averaged and snapshot weights, exact resume,
 the progress bar, metrics.jsonl and loss.png. What differs between tasks (data, loss, validation metric) is
-the Task's (training/tasks/).
+the Task's (training/tasks/). It runs on the --device of devices.py, and on the processes torchrun starts
+(DDP or FSDP, one update's micro-batches shared among them: distributed.py).
 
 It writes a model directory: config.yaml (the resolved config), tokenizer.json, model.safetensors (the best
 weights on the validation metric, or the average of the last checkpoints when that is better), checkpoints/,
@@ -17,28 +18,30 @@ checkpoint is deleted only once the saved state no longer lists it.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from transformer.config import RunConfig
+from transformer.devices import bf16_supported, move_to, precision, resolve_device
 from transformer.model_dir import (
     WEIGHTS_FILE,
     apply_weights,
     average_weights,
     inside,
     load_weights,
-    read_config,
     save_weights,
     write_config,
 )
 from transformer.safe_files import remove_file, remove_stale_temporaries
-from transformer.training.checkpoint import load_train_state, save_train_state
+from transformer.training import distributed as dist
+from transformer.training.checkpoint import load_train_state, load_train_weights, save_train_state
 from transformer.training.memory import bound_kernel_caches, release_free_memory
+from transformer.training.progress import NonFiniteLossError, Progress, check_out_dir, progress_fields
 from transformer.training.run_log import RunLog
 from transformer.training.schedule import learning_rate, make_optimizer, set_learning_rate
 from transformer.training.tasks import make_task
@@ -46,86 +49,101 @@ from transformer.training.tasks import make_task
 logger = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept on disk."""
-
-
-@dataclass
-class Progress:
-    """Where training stands; saved in train_state.pt so that --resume continues exactly."""
-
-    step: int = 0
-    epoch: int = 0
-    next_batch: int = 0  # index of the next micro-batch within the epoch
-    train_seconds: float = 0.0
-    best_score: float | None = None  # the best valid_<metric> so far (the task's metric)
-    best_step: int = 0
-    evals_since_best: int = 0  # validations in a row that did not beat the best (train.patience stops on it)
-    checkpoints: list[str] = field(default_factory=list)
-    snapshots_done: list[float] = field(default_factory=list)
-    metrics_bytes: int | None = 0  # the size of metrics.jsonl when this state was saved (None: not recorded)
-    finished: bool = False  # the end of the run (checkpoint averaging, loss.png) is done
-
-
 class Trainer:
     """Train the model of `config.task` on the data of `config.data`, writing everything into `out_dir`."""
 
-    def __init__(self, config: RunConfig, out_dir: str | Path, resume: bool = False, progress_bar: bool = True):
+    def __init__(self, config: RunConfig, out_dir: str | Path, resume: bool = False, progress_bar: bool = True,
+                 device: str = "auto"):
         self.out = Path(out_dir)
         self.resume = resume
-        self._check_out_dir(config)
-        bound_kernel_caches()  # before the first bf16 matrix product (transformer/training/memory.py)
         train_cfg = config.train
+        self.device = resolve_device(device, dist.local_rank())
+        dist.init_from_env(self.device, train_cfg.dist_timeout)  # torchrun's processes (distributed.py)
+        self.main, self.world = dist.is_main(), dist.world_size()
+        if train_cfg.accumulate % self.world:
+            raise ValueError(f"train.accumulate={train_cfg.accumulate} is not a multiple of the {self.world} "
+                             f"processes (it counts the micro-batches of an update across all of them); set "
+                             f"--set train.accumulate={self.world * max(train_cfg.accumulate // self.world, 1)}")
+        if self.world > 1 and config.task == "classify":  # its loss calls model.classify, which DDP does not see
+            raise ValueError("task classify does not train on several processes yet; run it without torchrun")
+        check_out_dir(self.out, config, resume)
+        if self.device.type == "cpu":
+            bound_kernel_caches()  # before the first bf16 matrix product (transformer/training/memory.py)
         if train_cfg.threads:
             torch.set_num_threads(train_cfg.threads)
         torch.manual_seed(train_cfg.seed)
         random.seed(train_cfg.seed)
-        self.out.mkdir(parents=True, exist_ok=True)
-        for directory in (self.out, self.out / "checkpoints", self.out / "snapshots"):
-            if directory.is_dir():
-                remove_stale_temporaries(directory)  # of writes a killed run left unfinished
-
-        self.task = make_task(config, self.out, resume)  # data and tokenizer
+        self.task = self._make_task(config, resume)  # data and tokenizer
         self.config = self.task.config  # vocabulary and special ids resolved against the tokenizer
-        write_config(self.out, self.config)
-        self.model = self.task.build_model()
-        if train_cfg.init_from and not resume:
-            self._init_from(Path(train_cfg.init_from))
+        self._build_model(resume)
         self.optimizer = make_optimizer(
-            self.model, train_cfg.lr, train_cfg.betas, train_cfg.adam_eps, train_cfg.weight_decay
+            self.net.module if self.fsdp else self.model, train_cfg.lr, train_cfg.betas, train_cfg.adam_eps,
+            train_cfg.weight_decay,
         )
+        self.amp_dtype, scaled = precision(self.device.type, train_cfg.bf16, bf16_supported(self.device))
+        self.scaler = torch.amp.GradScaler(self.device.type) if scaled else None
         self.last_lr = 0.0  # the learning rate of the latest update (see _set_learning_rate)
         self.state = Progress()
         self.log = RunLog(self.out, total_steps=train_cfg.max_steps, progress=progress_bar,
-                          tensorboard=train_cfg.tensorboard)
+                          tensorboard=train_cfg.tensorboard) if self.main else dist.QuietLog()
         if resume:
             self._load_state()
         self.log.start(self.state.step, self.state.metrics_bytes)
         if not resume:
-            self._save_state()  # so that a run killed before its first validation resumes too
+            self._gather()
+            if self.main:
+                self._save_state()  # so that a run killed before its first validation resumes too
+        dist.barrier()
         logger.info("model: %s parameters", f"{self.model.num_parameters():,}")
 
     # --- set-up -----------------------------------------------------------------------------------
-    def _check_out_dir(self, config: RunConfig) -> None:
-        state = self.out / "train_state.pt"
-        if self.resume:
-            if not state.is_file():
-                raise FileNotFoundError(f"cannot resume: {state} does not exist; drop --resume to start a new run")
-            saved = read_config(self.out)
-            changed = {k for k, v in vars(config.model).items()
-                       if k not in ("src_vocab_size", "tgt_vocab_size", "pad_id", "bos_id", "eos_id", "n_classes",
-                                    "labels")  # resolved against the tokenizer and the data
-                       and getattr(saved.model, k) != v}
-            if changed or saved.data != config.data or saved.task != config.task:
-                raise ValueError(
-                    f"cannot resume {self.out} with a different task, model or data config (model keys differ: "
-                    f"{sorted(changed)}, data differs: {saved.data != config.data}, task: {saved.task} -> "
-                    f"{config.task}); use the run's own config.yaml"
-                )
-        elif state.exists() or (self.out / "model.safetensors").exists():
-            raise ValueError(
-                f"{self.out} already holds a training run; pass --resume to continue it, or choose another --out"
-            )
+    def _build_model(self, resume: bool) -> None:
+        """self.net, what the loss runs through: the model itself, in DDP, or sharded by FSDP (train.parallel);
+        self.model, the whole model that validation and the files use (with FSDP: a copy on rank 0 that
+        `_gather` fills, the sharded model on the other ranks)."""
+        t = self.config.train
+        self.fsdp = self.world > 1 and t.parallel == "fsdp"
+        self.model = self.task.build_model().to(self.device)
+        if t.init_from and not resume:
+            self._init_from(Path(t.init_from))
+        if resume and self.fsdp:  # the whole weights go in before sharding (the optimizer's after: _load_state)
+            apply_weights(self.model, load_train_weights(self.out / "train_state.pt"))
+        self.net = dist.wrap(self.model, self.device, t.parallel)
+        if self.fsdp and self.main:
+            with torch.random.fork_rng(devices=[]):  # the RNG streams stay those of one process
+                self.model = self.task.build_model().to(self.device)
+        elif self.fsdp:
+            self.model = self.net.module
+        self._full_optimizer: dict | None = None
+
+    def _gather(self, optimizer: bool = True) -> None:
+        """With FSDP: the whole weights into rank 0's self.model, and the optimizer's whole state for
+        train_state.pt (every rank takes part). Nothing to do otherwise."""
+        if not self.fsdp:
+            return
+        weights = dist.full_model_state(self.net)
+        if optimizer and self.optimizer.state:  # none before the first update: torch would make it by a step
+            self._full_optimizer = dist.full_optimizer_state(self.net, self.optimizer)  # at lr 0 (Adam's count +1)
+        elif optimizer:
+            self._full_optimizer = {"state": {}, "param_groups": []}
+        if self.main:
+            self.model.load_state_dict(weights)
+
+    def _make_task(self, config: RunConfig, resume: bool):
+        """The task, its data and tokenizer: made by rank 0 first (it trains and saves the tokenizer and writes
+        config.yaml), then by the other ranks, which load the tokenizer rank 0 saved."""
+        dist.barrier()  # every rank has checked the directory before rank 0 writes into it
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            for directory in (self.out, self.out / "checkpoints", self.out / "snapshots"):
+                if directory.is_dir():
+                    remove_stale_temporaries(directory)  # of writes a killed run left unfinished
+            task = make_task(config, self.out, resume)
+            write_config(self.out, task.config)
+        dist.barrier()
+        if not self.main:
+            task = make_task(config, self.out, True)
+        return task
 
     def _init_from(self, model_dir: Path) -> None:
         """Start from the weights of another model directory: the keys both models have are copied (their shapes
@@ -137,8 +155,11 @@ class Trainer:
     def _load_state(self) -> None:
         """Restore weights, optimizer, RNG and progress. The learning rate is a function of the progress, so
         the "scheduler" entry of a train_state.pt written before that (a LambdaLR's state) is not needed."""
-        info = load_train_state(self.out / "train_state.pt", self.optimizer, None, model=self.model)
-        self.state = Progress(**_progress_fields(info["extra"]["progress"]))
+        load_optimizer = (lambda state: dist.load_full_optimizer_state(self.net, self.optimizer, state)) if self.fsdp \
+            else None
+        info = load_train_state(self.out / "train_state.pt", self.optimizer, None,
+                                model=None if self.fsdp else self.model, load_optimizer=load_optimizer)
+        self.state = Progress(**progress_fields(info["extra"]["progress"]))
         max_steps = self.config.train.max_steps
         if self.state.finished and max_steps is not None and max_steps <= self.state.step:
             raise ValueError(
@@ -197,6 +218,8 @@ class Trainer:
             loss = self._update(group)
             self.state.step += 1
             self.state.train_seconds += time.perf_counter() - started
+            if self.world > 1:  # rank 0's clock decides the minutes budget and snapshots on every rank
+                self.state.train_seconds = dist.all_reduce_sum([self.state.train_seconds * self.main], self.device)[0]
             window_tokens += sum(self.task.batch_tokens(b) for b in group)
             self.log.advance()
             if self.state.step % t.log_every == 0:
@@ -225,36 +248,51 @@ class Trainer:
         set_learning_rate(self.optimizer, self.last_lr)
 
     def _update(self, group: list[Any]) -> float:
-        """One optimizer update over the micro-batches of `group` (loss normalized by all their tokens)."""
+        """One optimizer update over the micro-batches of `group` (loss normalized by all their tokens). With
+        several processes each runs its share (distributed.shard; a rank without one runs the group's first
+        micro-batch with weight 0, as DDP needs every rank's backward) and DDP averages the gradients."""
         t = self.config.train
         self._set_learning_rate()
-        total_tokens = sum(self.task.loss_tokens(b) for b in group)
+        mine = dist.shard(group)
+        total_tokens = sum(self.task.loss_tokens(b) for b in mine)
+        if self.world > 1:
+            total_tokens = int(dist.all_reduce_sum([total_tokens], self.device)[0])
+        weight = self.world if mine else 0  # DDP divides the summed gradients by the world size
         total_loss = 0.0
-        for batch in group:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.bf16):
-                loss_sum = self.task.loss(self.model, batch)
-            loss = loss_sum / max(total_tokens, 1)
-            if not torch.isfinite(loss):
-                self._non_finite(float(loss.detach()))
-            loss.backward()
-            total_loss += float(loss.detach())
-        if t.clip_norm:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        for i, batch in enumerate(mine or group[:1]):
+            with dist.sync_gradients(self.net, i == max(len(mine), 1) - 1):
+                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
+                                    enabled=self.amp_dtype is not None):
+                    loss_sum = self.task.loss(self.net, batch if self.device.type == "cpu" else
+                                              move_to(batch, self.device))
+                loss = loss_sum / max(total_tokens, 1)
+                if self.world > 1:
+                    loss = loss * weight
+                elif not torch.isfinite(loss):
+                    self._non_finite(float(loss.detach()))
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
+            total_loss += float(loss.detach()) / self.world
+        if self.world > 1:
+            total_loss = dist.all_reduce_sum([total_loss], self.device)[0]
+            if not math.isfinite(total_loss):  # every rank sees it and stops
+                self._non_finite(total_loss)
+        self._step(t.clip_norm)
         return total_loss
 
+    def _step(self, clip_norm: float | None) -> None:
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        if clip_norm:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), clip_norm)
+        if self.scaler:
+            self.scaler.step(self.optimizer)  # skipped when fp16 overflowed; the scale is lowered then
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
     def _non_finite(self, value: float) -> None:
-        t = self.config.train
-        remedies = ["a lower train.lr", "a longer train.warmup",
-                    f"a smaller train.clip_norm (now {t.clip_norm})" if t.clip_norm else "train.clip_norm=1.0"]
-        if t.bf16:
-            remedies.append("train.bf16=false (fp32 throughout)")
-        raise NonFiniteLossError(
-            f"loss became {value} at step {self.state.step + 1} (learning rate {self.last_lr:.3g}); stopped without "
-            f"saving, so the last good checkpoint in {self.out} is intact. Try {', '.join(remedies[:-1])} or "
-            f"{remedies[-1]}; then --resume"
-        )
+        raise NonFiniteLossError.at(value, self.state.step + 1, self.last_lr, self.config.train, self.out)
 
     # --- validation and checkpoints ---------------------------------------------------------------
     def _validate(self, figures: Any) -> Any:
@@ -266,6 +304,14 @@ class Trainer:
             self.model.train()
 
     def _evaluate_and_save(self) -> None:
+        """Validate and save on rank 0; every rank continues with its progress record (best, patience)."""
+        self._gather()
+        if self.main:
+            self._evaluate_and_save_files()
+        if self.world > 1:
+            self.state = Progress(**dist.broadcast_object(vars(self.state)))
+
+    def _evaluate_and_save_files(self) -> None:
         s, metric = self.state, f"valid_{self.task.metric}"
         record: dict = {"step": s.step, "minutes": round(s.train_seconds / 60, 2)}
         ckpt_dir = self.out / "checkpoints"
@@ -288,14 +334,16 @@ class Trainer:
         self.log.record(record)
         self._save_state()
         self._remove_unlisted_checkpoints()
-        release_free_memory()  # validation freed tensors of shapes training does not reuse
+        if self.device.type == "cpu":
+            release_free_memory()  # validation freed tensors of shapes training does not reuse
 
     def _save_state(self) -> None:
         """train_state.pt: weights, optimizer, RNG and progress, with the size of metrics.jsonl so far."""
         s = self.state
         s.metrics_bytes = self.log.durable_size()
         save_train_state(self.out / "train_state.pt", optimizer=self.optimizer, scheduler=None,
-                         step=s.step, epoch=s.epoch, model=self.model, extra={"progress": vars(s).copy()})
+                         step=s.step, epoch=s.epoch, model=self.model, extra={"progress": vars(s).copy()},
+                         optimizer_state=self._full_optimizer if self.fsdp else None)
 
     def _remove_unlisted_checkpoints(self) -> None:
         """Delete the checkpoints the saved state no longer lists (only after it is saved: a run killed before
@@ -306,15 +354,24 @@ class Trainer:
                 remove_file(path)
 
     def _maybe_snapshot(self) -> None:
-        s = self.state
-        for minutes in self.config.train.snapshot_minutes:
-            if minutes not in s.snapshots_done and s.train_seconds >= minutes * 60:
+        s = self.state  # train_seconds agree on every rank (train), so every rank sees the same snapshots due
+        due = [m for m in self.config.train.snapshot_minutes if m not in s.snapshots_done and s.train_seconds >= m * 60]
+        if due:
+            self._gather(optimizer=False)
+        for minutes in due:
+            if self.main:
                 (self.out / "snapshots").mkdir(exist_ok=True)
                 save_weights(self.model, self.out / "snapshots" / f"minute-{minutes:g}.safetensors")
-                s.snapshots_done = [*s.snapshots_done, minutes]
-                self.log.record({"step": s.step, "snapshot_minutes": minutes})
+            s.snapshots_done = [*s.snapshots_done, minutes]
+            self.log.record({"step": s.step, "snapshot_minutes": minutes})
 
     def _finish(self) -> None:
+        self._gather()
+        if self.main:
+            self._finish_files()
+        dist.barrier()
+
+    def _finish_files(self) -> None:
         s, k = self.state, self.config.train.average_last
         if k > 1 and len(s.checkpoints) > 1 and self.task.has_validation:
             trained = {name: p.detach().clone() for name, p in self.model.state_dict().items()}
@@ -335,18 +392,14 @@ class Trainer:
         self._save_state()
 
 
-def train(config: RunConfig, out_dir: str | Path, resume: bool = False, progress_bar: bool = True) -> Progress:
-    """Train per `config` into `out_dir` (see Trainer); returns the final progress record."""
-    return Trainer(config, out_dir, resume=resume, progress_bar=progress_bar).train()
+def train(config: RunConfig, out_dir: str | Path, resume: bool = False, progress_bar: bool = True,
+          device: str = "auto") -> Progress:
+    """Train per `config` into `out_dir` (see Trainer) on `device` (devices.py), with the processes torchrun
+    started if it did (distributed.py); returns the final progress record."""
+    try:
+        return Trainer(config, out_dir, resume=resume, progress_bar=progress_bar, device=device).train()
+    finally:
+        dist.teardown()
 
 
-def _progress_fields(saved: dict) -> dict:
-    """A saved progress record as Progress's fields: a train_state.pt of a translation run written before the
-    loop served every task holds `best_bleu` (-1 for none) where Progress now has `best_score`."""
-    saved = dict(saved)
-    saved.setdefault("metrics_bytes", None)  # not recorded before: metrics.jsonl is kept as it is
-    saved.setdefault("finished", True)  # before this field, a saved state at max_steps was a finished run
-    if "best_bleu" in saved:
-        bleu = saved.pop("best_bleu")
-        saved.setdefault("best_score", None if bleu < 0 else bleu)
-    return saved
+_progress_fields = progress_fields  # the name tests and older code import

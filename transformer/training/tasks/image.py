@@ -18,6 +18,7 @@ from transformer.data.images import (
     load_digits_split,
     n_image_batches,
 )
+from transformer.devices import model_device
 from transformer.training.tasks.base import Task
 
 
@@ -70,7 +71,7 @@ def evaluate_images(model: nn.Module, images: Tensor, labels: Tensor, batch_size
     """(mean cross-entropy, accuracy as a fraction in [0, 1]) of `model` on `images` (N, C, H, W)."""
     total, correct = 0.0, 0
     for start in range(0, labels.numel(), batch_size):
-        logits = model(images[start : start + batch_size]).float()  # (B, K)
+        logits = model(images[start : start + batch_size].to(model_device(model))).float().cpu()  # (B, K)
         target = labels[start : start + batch_size]
         total += float(F.cross_entropy(logits, target, reduction="sum"))
         correct += int((logits.argmax(dim=-1) == target).sum())

@@ -15,7 +15,7 @@ from transformer.config import RunConfig
 from transformer.data.batching import SegmentBatch, TokenBatchSampler, batches, collate_segments, encode_segments
 from transformer.data.datasets import load_texts
 from transformer.evaluation.metrics import perplexity
-from transformer.evaluation.perplexity import mean_nll
+from transformer.evaluation.nll import mean_nll
 from transformer.training.loss import next_token_loss
 from transformer.training.tasks.base import Task
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from torch import Tensor, nn
 
 from transformer.data.batching import SegmentBatch
-from transformer.evaluation.perplexity import mask_segments, masked_nll
+from transformer.evaluation.nll import mask_segments, masked_nll
 from transformer.training.loss import masked_token_loss
 from transformer.training.tasks.lm import LanguageModelTask
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from transformer.data.batching import SegmentBatch, TokenBatchSampler, batches, collate_segments, pad_ids
 from transformer.data.tokenizer import Tokenizer
+from transformer.devices import model_device
 from transformer.models.encoder_only import mask_for_mlm
 from transformer.training.loss import masked_token_loss, next_token_loss
 
@@ -24,7 +25,9 @@ def mean_nll(model: nn.Module, segments: list[list[int]], tokenizer: Tokenizer, 
     total, count = 0.0, 0
     for batch in batches(segments, sampler, tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id, 0,
                          collate_segments):
-        loss_sum, n = next_token_loss(model, batch.inputs, batch.targets, tokenizer.pad_id, 0.0, summed=True)
+        device = model_device(model)
+        loss_sum, n = next_token_loss(model, batch.inputs.to(device), batch.targets.to(device), tokenizer.pad_id,
+                                      0.0, summed=True)
         total, count = total + float(loss_sum), count + n
     return total / max(count, 1)
 
@@ -48,6 +51,8 @@ def masked_nll(model: nn.Module, segments: list[list[int]], tokenizer: Tokenizer
     total, count = 0.0, 0
     for number, indices in enumerate(sampler):
         batch = mask_segments([segments[i] for i in indices], tokenizer, VALID_SEED + number)
-        loss_sum, n = masked_token_loss(model, batch.inputs, batch.targets, batch.pad_id, 0.0, summed=True)
+        device = model_device(model)
+        loss_sum, n = masked_token_loss(model, batch.inputs.to(device), batch.targets.to(device), batch.pad_id, 0.0,
+                                        summed=True)
         total, count = total + float(loss_sum), count + n
     return total / max(count, 1)
