@@ -20,7 +20,8 @@ from tests.corpus import (
 )
 from transformer.config import RunConfig
 from transformer.models import DecoderOnly
-from transformer.training.trainer import _progress_fields, train
+from transformer.training.progress import progress_fields as _progress_fields
+from transformer.training.trainer import train
 
 CONFIGS = {"translation": (write_corpus, run_config), "lm": (write_text_corpus, lm_config),
            "mlm": (write_text_corpus, mlm_config), "classify": (write_labelled_corpus, classify_config),

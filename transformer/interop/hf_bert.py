@@ -30,6 +30,7 @@ from transformer.config import ACTIVATION_NAMES, DataConfig, DecodeConfig, Model
 from transformer.data.tokenizer import Tokenizer
 from transformer.interop.hf_bert_tokenizer import bert_tokenizer
 from transformer.interop.hf_sentence import sentence_settings
+from transformer.interop.huggingface import positive_int
 from transformer.model_dir import apply_weights
 from transformer.models import EncoderOnly, build_model
 
@@ -49,11 +50,7 @@ _OPTIONAL = re.compile(r"pooler\..*|mlm_(dense|norm)\..*|output_proj\.(bias|weig
 
 
 def _positive(config: dict[str, Any], key: str) -> int:
-    value = config.get(key)
-    if not isinstance(value, int) or value <= 0:
-        raise ValueError(f"config.json {key}={value!r}: a positive integer is needed (is this the config.json of a "
-                         "BertModel, BertForMaskedLM or BertForSequenceClassification?)")
-    return value
+    return positive_int(config, key, "a BertModel, BertForMaskedLM or BertForSequenceClassification")
 
 
 def check_bert(config: dict[str, Any]) -> str:

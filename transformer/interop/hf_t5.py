@@ -38,6 +38,7 @@ from torch import Tensor
 
 from transformer.config import DataConfig, DecodeConfig, ModelConfig, RunConfig, TrainConfig
 from transformer.data.tokenizer import Tokenizer
+from transformer.interop.huggingface import positive_int
 from transformer.model_dir import apply_weights
 from transformer.models import EncoderDecoder, build_model
 
@@ -48,10 +49,7 @@ T5_ACTIVATIONS = {"relu": "relu", "gelu": "gelu", "gelu_new": "gelu_new", "silu"
 
 
 def _positive(config: dict[str, Any], key: str, default: int | None = None) -> int:
-    value = config.get(key, default)
-    if not isinstance(value, int) or value <= 0:
-        raise ValueError(f"config.json {key}={value!r}: a positive integer is needed (is this a T5 config.json?)")
-    return value
+    return positive_int(config, key, "a T5ForConditionalGeneration", default)
 
 
 def _feed_forward(config: dict[str, Any]) -> tuple[str, bool]:

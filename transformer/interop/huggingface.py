@@ -83,12 +83,18 @@ _MUST_BE = {
 # ------------------------------------------------------------------------------------------------ config
 
 
-def _required(config: dict[str, Any], key: str) -> int:
-    value = config.get(key)
+def positive_int(config: dict[str, Any], key: str, classes: str, default: int | None = None) -> int:
+    """config.json's `key` (else `default`), refused unless a positive integer; `classes` names what the
+    config.json should belong to, for the message."""
+    value = config.get(key, default)
     if not isinstance(value, int) or value <= 0:
-        raise ValueError(f"config.json {key}={value!r}: a positive integer is needed (is this a save_pretrained "
-                         "config.json of a MarianMTModel or BartForConditionalGeneration?)")
+        raise ValueError(f"config.json {key}={value!r}: a positive integer is needed (is this the save_pretrained "
+                         f"config.json of {classes}?)")
     return value
+
+
+def _required(config: dict[str, Any], key: str) -> int:
+    return positive_int(config, key, "a MarianMTModel or BartForConditionalGeneration")
 
 
 def _single_id(config: dict[str, Any], key: str) -> int:

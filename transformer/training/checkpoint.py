@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from transformer.model_dir import apply_weights, require_file, unwrap_model
-from transformer.safe_files import atomic_path, verify
+from transformer.model_dir import apply_weights, inside, require_file, unwrap_model
+from transformer.safe_files import atomic_path, remove_file, verify
 
 logger = logging.getLogger(__name__)
 
@@ -139,3 +139,14 @@ def load_train_weights(path: str | os.PathLike) -> dict[str, Tensor]:
     if "model" not in payload:
         raise ValueError(f"{path} holds no model weights; save it with save_train_state(..., model=model)")
     return payload["model"]
+
+
+def remove_unlisted_checkpoints(out_dir: str | os.PathLike, listed: list[str]) -> None:
+    """Delete the checkpoints/step-*.safetensors of `out_dir` that `listed` (paths relative to it, as a saved
+    state's progress holds them) no longer names. Call it only after that state is saved: a run killed before
+    then resumes from a state that still lists them."""
+    out_dir = Path(out_dir)
+    kept = {inside(out_dir, name, "checkpoint") for name in listed}
+    for path in (out_dir / "checkpoints").glob("step-*.safetensors"):
+        if path.resolve() not in kept:
+            remove_file(path)

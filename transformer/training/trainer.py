@@ -37,9 +37,14 @@ from transformer.model_dir import (
     save_weights,
     write_config,
 )
-from transformer.safe_files import remove_file, remove_stale_temporaries
+from transformer.safe_files import remove_stale_temporaries
 from transformer.training import distributed as dist
-from transformer.training.checkpoint import load_train_state, load_train_weights, save_train_state
+from transformer.training.checkpoint import (
+    load_train_state,
+    load_train_weights,
+    remove_unlisted_checkpoints,
+    save_train_state,
+)
 from transformer.training.memory import bound_kernel_caches, release_free_memory
 from transformer.training.progress import NonFiniteLossError, Progress, check_out_dir, progress_fields
 from transformer.training.run_log import RunLog
@@ -333,7 +338,7 @@ class Trainer:
         record["best_step"] = s.best_step
         self.log.record(record)
         self._save_state()
-        self._remove_unlisted_checkpoints()
+        remove_unlisted_checkpoints(self.out, self.state.checkpoints)  # only now that the state is saved
         if self.device.type == "cpu":
             release_free_memory()  # validation freed tensors of shapes training does not reuse
 
@@ -344,14 +349,6 @@ class Trainer:
         save_train_state(self.out / "train_state.pt", optimizer=self.optimizer, scheduler=None,
                          step=s.step, epoch=s.epoch, model=self.model, extra={"progress": vars(s).copy()},
                          optimizer_state=self._full_optimizer if self.fsdp else None)
-
-    def _remove_unlisted_checkpoints(self) -> None:
-        """Delete the checkpoints the saved state no longer lists (only after it is saved: a run killed before
-        that resumes from a state that still lists them)."""
-        listed = {inside(self.out, name, "checkpoint") for name in self.state.checkpoints}
-        for path in (self.out / "checkpoints").glob("step-*.safetensors"):
-            if path.resolve() not in listed:
-                remove_file(path)
 
     def _maybe_snapshot(self) -> None:
         s = self.state  # train_seconds agree on every rank (train), so every rank sees the same snapshots due
@@ -401,5 +398,3 @@ def train(config: RunConfig, out_dir: str | Path, resume: bool = False, progress
     finally:
         dist.teardown()
 
-
-_progress_fields = progress_fields  # the name tests and older code import

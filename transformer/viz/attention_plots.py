@@ -39,6 +39,14 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, out_path: str | Path) -> Path:
+    """Write `fig` to `out_path` as a PNG at DPI and free it."""
+    out_path = Path(out_path)
+    fig.savefig(out_path, dpi=DPI)
+    plt.close(fig)
+    return out_path
+
+
 def heatmap_size(n_queries: int, n_keys: int) -> tuple[float, float]:
     """Inches (width, height) of one heatmap figure: 0.3 inch a token, 2.5 inches for labels and the color bar."""
     return 2.5 + 0.3 * max(n_keys, 4), 2.0 + 0.3 * max(n_queries, 4)
@@ -74,10 +82,7 @@ def plot_head(weights: np.ndarray, rows: list[str], cols: list[str], title: str,
     image = _draw(ax, weights, rows, cols, title)
     fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
     fig.subplots_adjust(left=1.1 / width, bottom=1.2 / height, right=1 - 0.8 / width, top=1 - 0.45 / height)
-    out_path = Path(out_path)
-    fig.savefig(out_path, dpi=DPI)
-    plt.close(fig)
-    return out_path
+    return _save(plt, fig, out_path)
 
 
 def plot_grid(layers: list, rows: list[str], cols: list[str], kind: str, out_path: str | Path,
@@ -98,10 +103,7 @@ def plot_grid(layers: list, rows: list[str], cols: list[str], kind: str, out_pat
                 ax.set_xticks(range(len(cols)), cols, rotation=90, fontsize=6)
     fig.suptitle(f"{name or TITLES[kind]} ({kind}): all layers and heads", fontsize=11)
     fig.tight_layout()
-    out_path = Path(out_path)
-    fig.savefig(out_path, dpi=DPI)
-    plt.close(fig)
-    return out_path
+    return _save(plt, fig, out_path)
 
 
 def save_attention(maps: AttentionMaps, out_dir: str | Path, layer: int | None = None) -> list[Path]:
@@ -151,10 +153,7 @@ def plot_rollout(image: np.ndarray, grid: np.ndarray, out_path: str | Path, titl
     axes[1].set_title("attention rollout of [CLS] over the patches", fontsize=10)
     if title:
         fig.suptitle(title, fontsize=11)
-    out_path = Path(out_path)
-    fig.savefig(out_path, dpi=DPI)
-    plt.close(fig)
-    return out_path
+    return _save(plt, fig, out_path)
 
 
 def plot_positional(out_path: str | Path, length: int = 100, d_model: int = 512,
@@ -175,7 +174,4 @@ def plot_positional(out_path: str | Path, length: int = 100, d_model: int = 512,
     ax.set_ylabel("position")
     ax.set_title(f"{what}: {table.shape[0]} positions x {table.shape[1]} dimensions", fontsize=10)
     fig.tight_layout()
-    out_path = Path(out_path)
-    fig.savefig(out_path, dpi=DPI)
-    plt.close(fig)
-    return out_path
+    return _save(plt, fig, out_path)
