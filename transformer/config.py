@@ -26,10 +26,12 @@ from transformer.config_tree import (  # noqa: F401  (apply_overrides, check_ove
 )
 from transformer.model_config import (  # noqa: F401  (re-exported: a run's config has a model section)
     ACTIVATION_NAMES,
+    BAG_TYPES,
     EMBED_POOLINGS,
     IMAGE_RESAMPLES,
     MODEL_TYPES,
     PRESETS,
+    RECURRENT_TYPES,
     ModelConfig,
     model_config_from_dict,
 )
@@ -187,9 +189,10 @@ class DecodeConfig:
                                    "max_len_a * source length)")
 
 
-# task: what a run trains the model to do, and the model type each task trains (training/tasks/).
-TASK_MODEL_TYPES = {"translation": "encoder_decoder", "lm": "decoder_only", "mlm": "encoder_only",
-                    "classify": "encoder_only", "image": "vision"}
+# task: what a run trains the model to do, and the model types each task trains (training/tasks/), the first
+# being the one a config without model.type gets.
+TASK_MODEL_TYPES = {"translation": ("encoder_decoder", *RECURRENT_TYPES), "lm": ("decoder_only",),
+                    "mlm": ("encoder_only",), "classify": ("encoder_only", *BAG_TYPES), "image": ("vision",)}
 
 
 @dataclass(frozen=True)
@@ -205,8 +208,9 @@ class RunConfig:
     def __post_init__(self) -> None:
         check(self.task in TASK_MODEL_TYPES, f"task={self.task!r}: use {one_of(tuple(TASK_MODEL_TYPES))}")
         wanted = TASK_MODEL_TYPES[self.task]
-        check(self.model.type == wanted, f"task={self.task!r} trains a model.type={wanted!r}, but model.type="
-               f"{self.model.type!r}; set model.type={wanted}")
+        check(self.model.type in wanted, f"task={self.task!r} trains a model.type={wanted[0]!r}, but model.type="
+               f"{self.model.type!r}; set model.type={wanted[0]}" + (
+                   f" (or {one_of(wanted[1:])})" if len(wanted) > 1 else ""))
         check(self.task not in ("lm", "mlm") or self.data.corpus in ("bible", "text"),
                f"task={self.task!r} reads data.corpus='bible' or 'text' (one segment a line), not "
                f"{self.data.corpus!r}")
@@ -225,7 +229,7 @@ class RunConfig:
         task = tree.get("task", "translation")
         model = dict(tree.get("model") or {})
         if task in TASK_MODEL_TYPES:
-            model.setdefault("type", TASK_MODEL_TYPES[task])  # the task names the architecture
+            model.setdefault("type", TASK_MODEL_TYPES[task][0])  # the task names the architecture
         return cls(
             model=model_config_from_dict(model),
             data=from_dict(DataConfig, tree.get("data") or {}, "data"),

@@ -18,8 +18,17 @@ from transformer.special_ids import check_special_ids
 ACTIVATION_NAMES = ("relu", "gelu", "swish", "gelu_new")
 
 
-# model.type: the encoder-decoder of the paper, and its descendants built from the same blocks (models/build.py).
-MODEL_TYPES = ("encoder_decoder", "decoder_only", "encoder_only", "vision")
+# model.type: the encoder-decoder of the paper, and its descendants built from the same blocks (models/build.py);
+# then what came before it (issue #14): recurrent encoder-decoders, translating as the paper's model does, and
+# bag-of-words and n-gram text classifiers.
+TRANSFORMER_TYPES = ("encoder_decoder", "decoder_only", "encoder_only", "vision")
+RECURRENT_TYPES = ("rnn", "lstm", "gru")  # torch.nn.RNN (tanh) / LSTM / GRU encoder-decoders (models/recurrent.py)
+BAG_TYPES = ("bag_of_words", "ngram")  # text classifiers over unordered tokens / n-grams (models/bag_of_words.py)
+MODEL_TYPES = TRANSFORMER_TYPES + RECURRENT_TYPES + BAG_TYPES
+# model.rnn_attention: how a recurrent decoder reads the encoder: "none" (the final encoder state alone, one fixed
+# context vector: Sutskever et al. 2014, Cho et al. 2014) or "additive" (Bahdanau et al. 2015's attention over
+# every encoder state).
+RNN_ATTENTIONS = ("none", "additive")
 # The filters an image file may be resized with (PIL's names; "none" keeps its size, which must be the model's).
 IMAGE_RESAMPLES = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos", "none")
 # model.embed_pooling: how `embed` makes one vector of an encoder-only model's token states (non-pad positions):
@@ -90,6 +99,13 @@ class ModelConfig:
     pooling: str = "cls"  # encoder_only: what the classification head reads: "cls" (first position) or "mean"
     embed_pooling: str = "mean"  # encoder_only, `embed`: one of EMBED_POOLINGS over the token states ([CLS] included)
     embed_normalize: bool = False  # encoder_only, `embed`: always L2-normalize (a sentence-transformers Normalize)
+    # Recurrent encoder-decoders (type rnn, lstm, gru): d_model is the embedding and hidden size, the layers are
+    # n_encoder_layers and n_decoder_layers, `dropout` applies between layers and on embeddings.
+    rnn_attention: str = "additive"  # one of RNN_ATTENTIONS
+    rnn_bidirectional: bool = True  # the encoder reads the source both ways (Bahdanau et al. 2015)
+    # The n-gram classifier (type ngram): token n-grams for n = 1..ngram_order, hashed into ngram_buckets rows.
+    ngram_order: int = 2
+    ngram_buckets: int = 65536
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(str(label) for label in self.labels))
@@ -102,7 +118,12 @@ class ModelConfig:
         check(self.type in MODEL_TYPES, f"model.type={self.type!r}: use {one_of(MODEL_TYPES)}")
         for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff", "max_positions"):
             check(getattr(self, name) > 0, f"model.{name}={getattr(self, name)} must be positive")
-        if self.type == "encoder_decoder":
+        if self.type in RECURRENT_TYPES:
+            self._check_recurrent()
+        elif self.type in BAG_TYPES:
+            check(self.ngram_order >= 1 and self.ngram_buckets >= 1,
+                  f"model.ngram_order={self.ngram_order} and model.ngram_buckets={self.ngram_buckets} must be >= 1")
+        elif self.type == "encoder_decoder":
             check(self.n_encoder_layers >= 0 and self.n_decoder_layers > 0,
                    f"need n_encoder_layers >= 0 and n_decoder_layers > 0, got "
                    f"{self.n_encoder_layers} and {self.n_decoder_layers}")
@@ -131,6 +152,13 @@ class ModelConfig:
         check_special_ids(self.pad_id, self.bos_id, self.eos_id, getattr(self, smaller), prefix="model.",
                           vocabulary=f"the vocabulary {smaller}={getattr(self, smaller)}",
                           fix="special ids must be valid in both vocabularies")
+
+    def _check_recurrent(self) -> None:
+        check(self.n_encoder_layers > 0 and self.n_decoder_layers > 0,
+              f"model.type={self.type!r} needs n_encoder_layers > 0 and n_decoder_layers > 0, got "
+              f"{self.n_encoder_layers} and {self.n_decoder_layers}")
+        check(self.rnn_attention in RNN_ATTENTIONS,
+              f"model.rnn_attention={self.rnn_attention!r}: use {one_of(RNN_ATTENTIONS)}")
 
     def _check_vision(self) -> None:
         check(self.image_size > 0 and self.patch_size > 0 and self.image_size % self.patch_size == 0,
@@ -161,8 +189,14 @@ class ModelConfig:
 
     @property
     def single_stack(self) -> bool:
-        """Whether the model is one stack of layers (not the paper's encoder and decoder)."""
-        return self.type != "encoder_decoder"
+        """Whether the model reads one sequence (a single stack, or a bag of its tokens), rather than translating
+        a source into a target as the paper's encoder-decoder and the recurrent ones do."""
+        return not self.seq2seq
+
+    @property
+    def seq2seq(self) -> bool:
+        """Whether the model is an encoder-decoder: the paper's, or a recurrent one."""
+        return self.type == "encoder_decoder" or self.type in RECURRENT_TYPES
 
     @property
     def d_head(self) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from transformer.config import ModelConfig
+from transformer.config import BAG_TYPES, RECURRENT_TYPES, ModelConfig
 from transformer.models.decoder_only import DecoderOnly
 from transformer.models.encoder_only import EncoderOnly
 from transformer.models.seq2seq import EncoderDecoder
@@ -81,6 +81,12 @@ def _output_projection(c: ModelConfig, tokens: TokenEmbedding) -> nn.Linear:
 def build_model(config: ModelConfig) -> EncoderDecoder | DecoderOnly | EncoderOnly | VisionTransformer:
     """The model `config.type` names, with Xavier-uniform linear weights and N(0, d^-1/2) embeddings."""
     c = config
+    if c.type in RECURRENT_TYPES:  # what came before the Transformer (issue #14)
+        from transformer.models.recurrent import build_recurrent
+        return build_recurrent(c)
+    if c.type in BAG_TYPES:
+        from transformer.models.bag_of_words import build_bag_classifier
+        return build_bag_classifier(c)
     if c.type == "vision":
         stack = _stack(c, Encoder, c.n_layers)  # every patch sees every other: no mask
         _init_linears(stack)
