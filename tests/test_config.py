@@ -57,7 +57,7 @@ def test_bos_may_equal_pad_or_eos_and_position_offset_needs_learned_positions():
     assert ModelConfig.preset("tiny", pad_id=1, bos_id=2, eos_id=2).bos_id == 2  # BART starts with </s>
     with pytest.raises(ValueError, match=r"position_offset=2 needs positional='learned'"):
         ModelConfig.preset("tiny", position_offset=2)
-    with pytest.raises(ValueError, match=r"activation='tanh': use 'relu', 'gelu', 'swish' or 'gelu_new'"):
+    with pytest.raises(ValueError, match=r"activation='tanh': use 'relu', 'gelu', 'swish', 'gelu_new' or 'leaky_relu'"):
         ModelConfig.preset("tiny", activation="tanh")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from transformer.config import RunConfig
+from transformer.config import BAG_TYPES, RunConfig
 from transformer.data.batching import encode_segments
 from transformer.data.tokenizer import Tokenizer
 from transformer.decoding.sampling import sample
@@ -80,10 +80,11 @@ class Loaded:
     def embed(self, texts: Sequence[str], normalize: bool = False, batch_size: int = 64) -> Tensor:
         """Sentence embeddings (N, D) of an encoder-only model: the mean (or, per model.embed_pooling, the [CLS]
         state or the maximum) of each text's non-pad token states (<bos> and <eos>, BERT's [CLS] and [SEP],
-        included), L2-normalized when `normalize` or model.embed_normalize."""
-        if self.config.model.type != "encoder_only":
-            raise ValueError(f"embed needs an encoder-only model (task 'mlm' or 'classify'); this one was trained "
-                             f"for {self.task!r}")
+        included), L2-normalized when `normalize` or model.embed_normalize. A bag-of-words or n-gram
+        classifier's: the mean of its rows, the vector its linear layer reads."""
+        if self.config.model.type not in ("encoder_only", *BAG_TYPES):
+            raise ValueError(f"embed needs an encoder-only model (task 'mlm' or 'classify') or a bag classifier; "
+                             f"this one was trained for {self.task!r}")
         from transformer.data.batching import pad_ids
 
         tok, rows, m = self.tokenizer, [], self.config.model

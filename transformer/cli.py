@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from transformer.cli_experiment import add_experiment_command, cmd_experiment
 from transformer.cli_family import cmd_embed, cmd_generate, cmd_predict
 from transformer.cli_logging import (
     add_global_flags,
@@ -42,6 +43,7 @@ EXAMPLES = """examples:
   transformer import-hf Helsinki-NLP/opus-mt-de-en --out runs/opus-mt-de-en
   transformer average-checkpoints --model runs/bible-de-en --last 5 --out runs/bible-de-en/averaged.safetensors
   transformer serve --model runs/bible-de-en --port 8000
+  transformer experiment long-range --quick
 
 `transformer COMMAND --help` lists a command's options. -v, -vv and --log FILE go before or after the command."""
 
@@ -76,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="auto", help=DEVICE_HELP)
 
     add_prepare_command(commands)  # cli_prepare.py: a corpus tokenized once into a cache (data/prepared.py)
+    add_experiment_command(commands)  # cli_experiment.py: the notes' claims measured (transformer/experiments/)
     add_translate_commands(commands)  # translate, evaluate
     generate = commands.add_parser("generate", help="continue a prompt with a language model (task: lm), "
                                                     "streaming the tokens as they come")
@@ -178,10 +181,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 def _cmd_export_onnx(args: argparse.Namespace) -> None:
     from transformer.interop.onnx import export_model_dir, require
+    from transformer.model_config import refuse_baseline
     from transformer.model_dir import read_config
 
     require("onnx", "ONNX export")  # a missing package is named before the model directory is read
     require("onnxscript", "ONNX export (torch's exporter)")
+    refuse_baseline(read_config(args.model).model.type, "export-onnx",
+                    "it runs in PyTorch: transformer translate, predict, evaluate, embed, serve")
     if read_config(args.model).model.type == "decoder_only":  # one graph with its KV cache
         from transformer.interop.onnx_decoder_only import export_decoder_only
 
@@ -215,7 +221,11 @@ def _cmd_export_onnx(args: argparse.Namespace) -> None:
 
 def _cmd_export_ct2(args: argparse.Namespace) -> None:
     from transformer.interop.ct2 import export_model_dir
+    from transformer.model_config import refuse_baseline
+    from transformer.model_dir import read_config
 
+    refuse_baseline(read_config(args.model).model.type, "export-ct2 (a CTranslate2 TransformerSpec)",
+                    "it runs in PyTorch: transformer translate, predict, evaluate, embed, serve")
     out = export_model_dir(args.model, args.out, quantization=args.quantization, weights=args.weights)
     size = (out / "model.bin").stat().st_size / 1e6
     print(f"wrote {out}: model.bin ({size:.1f} MB, {args.quantization}), config.json, vocabulary, tokenizer")
@@ -250,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                "generate": cmd_generate, "predict": cmd_predict, "embed": cmd_embed, "export-onnx": _cmd_export_onnx,
                "export-ct2": _cmd_export_ct2, "import-hf": _cmd_import_hf, "export-hf": _cmd_export_hf,
                "average-checkpoints": cmd_average_checkpoints, "serve": cmd_serve,
-               "attention": cmd_attention, "embeddings": cmd_embeddings, "plot": cmd_plot, "prepare": cmd_prepare}
+               "attention": cmd_attention, "embeddings": cmd_embeddings, "plot": cmd_plot, "prepare": cmd_prepare,
+               "experiment": cmd_experiment}
     try:
         with configured_logging(*logging_options(args)):  # a --log in a missing directory: error before any work
             handler[args.command](args)

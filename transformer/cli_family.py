@@ -87,9 +87,9 @@ def cmd_embed(args: argparse.Namespace) -> None:
     from transformer.api import load
 
     bundle = load(args.model)
-    if bundle.config.model.type != "encoder_only":
+    if bundle.config.model.type not in ("encoder_only", "bag_of_words", "ngram"):
         raise ValueError(f"{args.model} holds a model for task {bundle.task!r}; embed needs an encoder-only model "
-                         "(task 'mlm' or 'classify')")
+                         "(task 'mlm' or 'classify') or a bag classifier (model.type bag_of_words or ngram)")
     vectors = bundle.embed(input_lines(args.input), normalize=args.normalize)
     for vector in vectors.tolist():
         print(json.dumps([round(x, 6) for x in vector]))

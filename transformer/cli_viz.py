@@ -49,9 +49,13 @@ def add_viz_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_attention(args: argparse.Namespace) -> None:
+    from transformer.model_config import BAG_TYPES, refuse_baseline
     from transformer.model_dir import read_config
 
     config = read_config(args.model)
+    if config.model.type in BAG_TYPES:
+        refuse_baseline(config.model.type, "attention", "it weighs every token alike (draw the attention of an "
+                        "encoder_only classifier instead)")
     if args.out is None and not args.align:
         raise ValueError("attention: give --out DIR to draw the heatmaps, or --align to print an alignment")
     if config.task == "image":
@@ -60,6 +64,8 @@ def cmd_attention(args: argparse.Namespace) -> None:
         raise ValueError(f"--image: {args.model} is a {config.task!r} model, which reads text; give --text instead")
     if not args.text:
         raise ValueError(f"{args.model} reads text; give it with --text \"...\"")
+    refuse_baseline(config.model.type, "attention (heatmaps of attention heads)",
+                    "its additive attention's weights are RecurrentEncoderDecoder.alignments(src, tgt)")
     if args.align and config.task != "translation":
         raise ValueError(f"--align needs a translation model; {args.model} is a {config.task!r} model")
     from transformer.inference import load_model_dir

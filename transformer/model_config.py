@@ -14,8 +14,8 @@ from transformer.special_ids import check_special_ids
 
 # The feed-forward activations a model may name (transformer/nn/layers.py::ACTIVATIONS implements them; a test
 # keeps the two equal). "swish" is x * sigmoid(x), used by the OPUS-MT Marian models; "gelu_new" is GELU's tanh
-# approximation (GPT-2).
-ACTIVATION_NAMES = ("relu", "gelu", "swish", "gelu_new")
+# approximation (GPT-2); "leaky_relu" is max(x, 0.01 x) (the activations experiment of issue #14).
+ACTIVATION_NAMES = ("relu", "gelu", "swish", "gelu_new", "leaky_relu")
 
 
 # model.type: the encoder-decoder of the paper, and its descendants built from the same blocks (models/build.py);
@@ -34,6 +34,18 @@ IMAGE_RESAMPLES = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos"
 # model.embed_pooling: how `embed` makes one vector of an encoder-only model's token states (non-pad positions):
 # their mean, the first ([CLS]) position's state, or the maximum of each dimension (sentence-transformers' modes).
 EMBED_POOLINGS = ("mean", "cls", "max")
+
+
+def refuse_baseline(model_type: str, what: str, fix: str) -> None:
+    """A one-line ValueError when `model_type` is one of the baselines from before the Transformer, for a command
+    or function (`what`) built on the Transformer's layers; `fix` says what to do instead."""
+    if model_type in RECURRENT_TYPES:
+        kind = "a recurrent encoder-decoder (models/recurrent.py)"
+    elif model_type in BAG_TYPES:
+        kind = f"a bag of {'words' if model_type == 'bag_of_words' else 'n-grams'} (models/bag_of_words.py)"
+    else:
+        return
+    raise ValueError(f"{what} is built for the Transformer's layers, and model.type={model_type!r} is {kind}; {fix}")
 
 
 @dataclass(frozen=True)
@@ -133,7 +145,7 @@ class ModelConfig:
                    f"got {self.n_layers!r}")
         if self.type == "vision":
             self._check_vision()
-        check(self.d_model % self.n_heads == 0,
+        check(self.type not in TRANSFORMER_TYPES or self.d_model % self.n_heads == 0,
                f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "
                f"choose n_heads that divides d_model (d_head = d_model // n_heads)")
         for name in ("dropout", "attention_dropout", "activation_dropout"):

@@ -23,9 +23,11 @@ from transformer.nn.relative_position import RelativePositionBias
 from transformer.nn.rms_norm import RMSNorm
 
 # "swish" is x * sigmoid(x) (SiLU), the activation of the OPUS-MT Marian models; "gelu_new" is GELU's tanh
-# approximation, 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))), the activation of GPT-2.
+# approximation, 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))), the activation of GPT-2. "leaky_relu" is
+# max(x, 0.01 x) (Maas et al. 2013), compared with ReLU and GELU by `transformer experiment activations`.
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": F.relu, "gelu": F.gelu, "swish": F.silu, "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "leaky_relu": F.leaky_relu,
 }
 
 

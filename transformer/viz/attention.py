@@ -99,6 +99,12 @@ def translation_attention(model: nn.Module, tokenizer, source: str, output_ids: 
     """Encoder self-, decoder masked self- and cross-attention of an encoder-decoder `model` translating `source`
     into `output_ids` (the search's tokens, without <bos>; a final </s> is optional): one teacher-forced pass
     over <bos> + output. `config` (the RunConfig) supplies decode.prefix and data.max_len when given."""
+    from transformer.model_config import refuse_baseline
+    from transformer.models.recurrent import RecurrentEncoderDecoder
+
+    if isinstance(model, RecurrentEncoderDecoder):
+        refuse_baseline(model.kind, "translation_attention (attention maps)",
+                        "its additive attention's weights are model.alignments(src, tgt)")
     if not hasattr(model, "decoder") or not hasattr(model, "encode"):
         raise ValueError(f"translation_attention needs an encoder-decoder model, got {type(model).__name__}; "
                          "use self_attention for GPT and BERT models")

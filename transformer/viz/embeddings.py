@@ -41,6 +41,10 @@ def model_embeddings(model, tokenizer) -> EmbeddingTable:
         shared = model.src_embed.tokens is model.tgt_embed.tokens
         side = "target side, shared with the source" if shared else "target side: the decoder's input"
         return EmbeddingTable(_rows(model.tgt_embed.tokens.weight), tokenizer.target_hf_tokenizer, side)
+    if hasattr(getattr(getattr(model, "decoder", None), "embed", None), "weight"):  # a recurrent encoder-decoder
+        shared = model.encoder.embed is model.decoder.embed
+        side = "target side, shared with the source" if shared else "target side: the decoder's input"
+        return EmbeddingTable(_rows(model.decoder.embed.weight), tokenizer.target_hf_tokenizer, side)
     if hasattr(model, "embed") and hasattr(model.embed, "tokens"):
         return EmbeddingTable(_rows(model.embed.tokens.weight), tokenizer.hf_tokenizer, "input tokens")
     raise ValueError(f"{type(model).__name__} has no token embedding (an image model reads pixels); give a "

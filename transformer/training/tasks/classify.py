@@ -1,5 +1,6 @@
-"""Text classification (an encoder-only model, BERT fine-tuned): a label for each text from the pooled [CLS]
-state; cross-entropy; valid accuracy.
+"""Text classification: a label for each text from the pooled [CLS] state of an encoder-only model (BERT,
+fine-tuned), or from the mean of its token (and n-gram) embeddings (a bag of words or n-grams trained from
+scratch: models/bag_of_words.py); cross-entropy; valid accuracy.
 
 The data: TSV files (text TAB label) or the Bible's verses labelled with their book's genre. The classes are
 the training data's labels (the Bible: the six genres), recorded as model.labels in config.yaml.
@@ -16,7 +17,7 @@ from pathlib import Path
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from transformer.config import RunConfig
+from transformer.config import BAG_TYPES, RunConfig
 from transformer.data.bible_books import GENRES
 from transformer.data.datasets import load_labelled
 from transformer.evaluation.classification import (
@@ -45,6 +46,10 @@ class ClassifyTask(Task):
     metric, higher_is_better = "accuracy", True
 
     def __init__(self, config: RunConfig, out: Path, resume: bool):
+        if config.train.init_from and config.model.type in BAG_TYPES:
+            raise ValueError(f"train.init_from={config.train.init_from!r}: model.type={config.model.type!r} is "
+                             "trained from scratch (there is no pretrained encoder to fine-tune); remove "
+                             "train.init_from, or set model.type=encoder_only to fine-tune a BERT")
         super().__init__(config, out, resume)
         data, t = config.data, config.train
         texts, labels = load_labelled(data, "train")
