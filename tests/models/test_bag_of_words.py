@@ -134,9 +134,11 @@ def test_a_bag_of_words_trained_from_the_command_line_learns_the_toy_task_and_cl
 
     code, _, err = _run("attention", "--model", str(out), "--text", "the man sat.", "--out", str(tmp_path / "a"),
                         capsys=capsys)
-    assert code == 2 and "attention is built for the Transformer's layers, and model.type='bag_of_words' is a bag of words" in err
+    assert code == 2 and ("attention is built for the Transformer's layers, and model.type='bag_of_words' is a bag "
+                          "of words") in err
     code, _, err = _run("export-ct2", "--model", str(out), "--out", str(tmp_path / "ct2"), capsys=capsys)
-    assert code == 2 and "export-ct2 (a CTranslate2 TransformerSpec) is built for the Transformer's layers, and model.type=" in err
+    assert code == 2 and ("export-ct2 (a CTranslate2 TransformerSpec) is built for the Transformer's layers, and "
+                          "model.type=") in err
     code, _, err = _run("export-onnx", "--model", str(out), "--out", str(tmp_path / "onnx"), capsys=capsys)
     assert code == 2 and "export-onnx is built for the Transformer's layers, and model.type='bag_of_words'" in err
 

@@ -69,7 +69,8 @@ def test_feed_forward_is_the_formula():
     x = torch.randn(2, 3, 8)
     expected = torch.relu(x @ ff.fc1.weight.T + ff.fc1.bias) @ ff.fc2.weight.T + ff.fc2.bias
     assert_close(ff(x), expected)
-    expected_message = r"activation='tanh' is not supported; choose one of \['gelu', 'gelu_new', 'leaky_relu', 'relu', 'swish'\]"
+    expected_message = (r"activation='tanh' is not supported; choose one of "
+                        r"\['gelu', 'gelu_new', 'leaky_relu', 'relu', 'swish'\]")
     with pytest.raises(ValueError, match=expected_message):
         FeedForward(8, 16, activation="tanh")
 

@@ -50,7 +50,10 @@ class LongRange(Experiment):
         reading = (
             f"Each model ({counts}) trained "
             f"for {seconds:g} s per length (Adam, lr {LEARNING_RATE:g}, batches of 32 fresh sequences, one seed) "
-            f"and was scored on {n_test} held-out sequences; chance is {chance:.3f}. " + _verdict(results, lengths))
+            f"and was scored on {n_test} held-out sequences; chance is {chance:.3f}. " + _verdict(results, lengths)
+            + " The key is the only token of its kind in a sequence, so attention (the LSTM's or the Transformer's) "
+            "can find it by content in one step at any distance; a recurrent state must carry it through every "
+            "distractor.")
         columns = ["length", *[f"{n} accuracy" for n in MODELS]]
         details = {"lengths": lengths, "accuracy": {n: [r["accuracy"] for r in results[n]] for n in MODELS},
                    "steps": {n: [r["steps"] for r in results[n]] for n in MODELS}, "chance": chance,

@@ -121,5 +121,5 @@ class Order(Experiment):
         from transformer.experiments.plots import bar_plot
 
         gaps = [max(float(outcome.rows[i][1]), 1e-12) for i in range(len(outcome.rows))]
-        bar_plot(path, [r[0] for r in outcome.rows], gaps, "max abs Δ score under permutation (log)",
+        bar_plot(path, [r[0] for r in outcome.rows], gaps, "max abs Δ score under permutation (log; 0 at 1e-12)",
                  "Order: scores of permuted sentences", log=True)

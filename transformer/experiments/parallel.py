@@ -9,6 +9,7 @@ the work and of how well each maps onto the matrix kernels, not of a GPU's paral
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from pathlib import Path
@@ -90,23 +91,28 @@ class Parallel(Experiment):
                   logx=True, logy=True)
 
 
-def _growth(lengths: list[int], seconds: list[float]) -> float:
-    """The exponent k of time ~ N^k between the last two lengths."""
-    import math
-
-    return math.log(seconds[-1] / seconds[-2]) / math.log(lengths[-1] / lengths[-2])
+def _exponents(lengths: list[int], seconds: list[float]) -> list[float]:
+    """k of time ~ N^k between each pair of successive lengths."""
+    return [math.log(b / a) / math.log(n2 / n1)
+            for n1, n2, a, b in zip(lengths, lengths[1:], seconds, seconds[1:], strict=False)]
 
 
 def _verdict(lengths: list[int], lstm: list[float], transformer: list[float]) -> str:
     faster = [n for n, a, b in zip(lengths, lstm, transformer, strict=True) if b < a]
-    text = (f"Between N = {lengths[-2]} and {lengths[-1]} the LSTM's time grows as N^{_growth(lengths, lstm):.2f} "
-            f"and the Transformer's as N^{_growth(lengths, transformer):.2f}. ")
+    grows = _exponents(lengths, transformer)
+    text = (f"Between successive lengths the Transformer's time grows as N^k with k = "
+            f"{', '.join(f'{k:.2f}' for k in grows)}, the LSTM's with k = "
+            f"{', '.join(f'{k:.2f}' for k in _exponents(lengths, lstm))}. ")
+    quadratic = next((lengths[i] for i, k in enumerate(grows) if k >= 1.5), None)
     if not faster:
         text += "The Transformer is slower at every length measured."
     elif len(faster) == len(lengths):
         text += "The Transformer is faster at every length measured; its N² term has not overtaken it yet."
     else:
         slower = [n for n in lengths if n not in faster]
-        text += (f"The Transformer is faster at N = {', '.join(map(str, faster))} and slower at N = "
-                 f"{', '.join(map(str, slower))}: there its N² attention makes it lose.")
+        text += (f"The Transformer is faster at N = {', '.join(map(str, faster))} and slower from N = {slower[0]} "
+                 f"on (the LSTM is {lstm[-1] and transformer[-1] / lstm[-1]:.1f}x faster at N = {lengths[-1]}).")
+    if quadratic is not None:
+        text += (f" From N = {quadratic} its time grows faster than N^1.5: the N² attention dominates; below, its "
+                 "per-position work (projections, feed-forward) does.")
     return text

@@ -35,7 +35,8 @@ def section(name: str, title: str, claim: str, result: dict | None) -> str:
         return "\n".join(lines)
     lines += ["```bash", result["command"], "```", "", markdown_table(result["columns"], result["rows"]),
               f"![{title}](experiments/{name}/{PLOT_FILE})", "", result["reading"],
-              "", f"_Compute: {result['seconds'] / 60:.1f} minutes, all parts together._", ""]
+              "", f"_Compute: {result['seconds'] / 60:.1f} minutes, all parts together (a translation model shared "
+              "with another experiment counts where it was trained)._", ""]
     return "\n".join(lines)
 
 

@@ -42,7 +42,10 @@ class Translation(Experiment):
             "Both trained by the same loop on the same Bible split (Elberfelder German → King James 2000 English, "
             "held-out test books), each with its own joint BPE of the same size, for the same CPU minutes on this "
             f"2-core machine, alone; test BLEU (sacrebleu) with beam {records[keys[1], budgets[0]]['beam']}: "
-            + "; ".join(parts) + ".")
+            + "; ".join(parts) + ". " + _translation_verdict(records, budgets)
+            + ("" if ctx.quick or set(Translation.budgets) <= set(budgets) else
+               f" Not run yet: the budgets {sorted(set(Translation.budgets) - set(budgets))} minutes "
+               "(`transformer experiment translation --out docs/experiments` adds them, resuming from these)."))
         columns = ["model", "CPU minutes", "parameters", "updates", "test BLEU", "chrF"]
         return Outcome(columns, rows, reading, {"budgets": list(budgets)})
 
@@ -54,6 +57,25 @@ class Translation(Experiment):
         for label in dict.fromkeys(r[0] for r in outcome.rows):
             series[label] = ([r[4] for r in outcome.rows if r[0] == label], None)
         line_plot(path, budgets, series, "CPU minutes of training", "test BLEU", "Bible de→en at equal CPU minutes")
+
+
+def _translation_verdict(records: dict, budgets: tuple[int, ...]) -> str:
+    """Who is ahead at each budget, and what that says of the claim on this machine."""
+    text = []
+    for m in budgets:
+        gap = records["transformer", m]["bleu"] - records["lstm-attention", m]["bleu"]
+        leader = "the Transformer" if gap > 0 else "the LSTM with attention"
+        text.append(f"at {m} minutes {leader} is ahead by {abs(gap):.2f} BLEU")
+    verdict = "; ".join(text)
+    verdict = verdict[0].upper() + verdict[1:] + ". "
+    if all(records["transformer", m]["bleu"] > records["lstm-attention", m]["bleu"] for m in budgets):
+        return verdict + "The Transformer turns equal time into better translations, as the notes lead to expect."
+    m = next(m for m in budgets if records["transformer", m]["bleu"] <= records["lstm-attention", m]["bleu"])
+    lstm, transformer = records["lstm-attention", m]["steps"], records["transformer", m]["steps"]
+    return verdict + (
+        f"Where the LSTM is ahead, the claim's consequence does not show on this machine: in {m} minutes the two "
+        f"made about as many updates ({lstm} and {transformer}), so the Transformer's parallel training bought "
+        "no extra updates on 2 CPU cores, and per update the LSTM with attention learned faster.")
 
 
 def bucket_of(source: str) -> int:

@@ -70,11 +70,33 @@ def run_config(ctx: Context, key: str, minutes: int):
     return RunConfig.load(str(path), [*overrides, f"train.max_minutes={minutes}"])
 
 
+def finished_progress(directory: Path) -> dict[str, Any] | None:
+    """The progress record of a run whose training ended (its train_state.pt says so), else None."""
+    import torch
+
+    state = directory / "train_state.pt"
+    if not state.is_file():
+        return None
+    progress = torch.load(state, weights_only=True, map_location="cpu")["extra"].get("progress", {})
+    return progress if progress.get("finished") else None
+
+
+def _is_recipe_run(directory: Path, minutes: int) -> bool:
+    """Whether `directory` holds a finished run of configs/bible-de-en.yaml's Transformer for `minutes`."""
+    from transformer.model_dir import read_config
+
+    if not (directory / "config.yaml").is_file() or finished_progress(directory) is None:
+        return False
+    config = read_config(directory)
+    return (config.model.type == "encoder_decoder" and config.train.max_minutes == minutes
+            and (config.data.corpus, config.data.src, config.data.tgt) == ("bible", "e", "2"))
+
+
 def run_dir(ctx: Context, key: str, minutes: int) -> Path:
     if ctx.quick:
         return ctx.out.parent / "models" / f"{key}-{minutes}"
-    if key == "transformer" and minutes == 60 and (RECIPE_RUN / TEST_FILE).is_file():
-        return RECIPE_RUN
+    if key == "transformer" and minutes == 60 and _is_recipe_run(RECIPE_RUN, minutes):
+        return RECIPE_RUN  # the recipe's own 60-minute run, when it has been trained here
     return Path("runs/experiments/models") / f"{key}-{minutes}"
 
 
@@ -90,13 +112,15 @@ def trained_and_tested(ctx: Context, key: str, minutes: int) -> dict[str, Any]:
     saved = directory / TEST_FILE
     if saved.is_file():
         return json.loads(saved.read_text())
-    config = run_config(ctx, key, minutes)
-    logger.info("training %s for %d minutes into %s", key, minutes, directory)
-    progress = train(config, directory, resume=(directory / "train_state.pt").is_file(), progress_bar=ctx.progress)
+    done = finished_progress(directory)
+    if done is None:
+        logger.info("training %s for %d minutes into %s", key, minutes, directory)
+        resume = (directory / "train_state.pt").is_file()
+        done = vars(train(run_config(ctx, key, minutes), directory, resume=resume, progress_bar=ctx.progress))
     model, tokenizer, config = load_model_dir(directory, for_decoding=True)
     test = load_split(config.data, "test")
     hypotheses = translate(model, tokenizer, test.src, config.decode, config.data.max_len, progress=ctx.progress)
-    record = {"model": key, "minutes": minutes, "steps": progress.step, "parameters": model.num_parameters(),
+    record = {"model": key, "minutes": minutes, "steps": done["step"], "parameters": model.num_parameters(),
               "bleu": round(corpus_bleu(hypotheses, test.tgt).score, 2),
               "chrf": round(corpus_chrf(hypotheses, test.tgt).score, 2), "beam": config.decode.beam,
               "sources": list(test.src), "references": list(test.tgt), "hypotheses": hypotheses}

@@ -74,21 +74,26 @@ class VanishingGradients(Experiment):
         for i, t in enumerate(at):
             row: list = [t]
             for n in MODELS:
-                logs = [math.log10(max(r["norms"][i], 1e-45)) for r in records[n]]
-                mean, sd = spread(logs)
+                values = [r["norms"][i] for r in records[n]]
+                if min(values) == 0.0:
+                    row.append("0 (float32 underflow)" if max(values) == 0.0 else "0 in some seeds")
+                    continue
+                mean, sd = spread([math.log10(v) for v in values])
                 row.append(f"{10 ** mean:.2e} (×10^±{sd:.2f})")
             rows.append(row)
-        for n in MODELS:
-            logs = [[math.log10(max(r["norms"][i], 1e-45)) for r in records[n]] for i in range(len(at))]
+        for n in MODELS:  # log10 means over seeds; NaN where a seed's gradient underflowed to 0
+            logs = [[math.log10(r["norms"][i]) if r["norms"][i] > 0 else math.nan for r in records[n]]
+                    for i in range(len(at))]
             series[n] = ([spread(v)[0] for v in logs], [spread(v)[1] for v in logs])
-        ratio = {n: series[n][0][-1] - series[n][0][0] for n in MODELS}  # log10(far / near)
+        ratio = {n: _decay(at, series[n][0]) for n in MODELS}
         reading = (
             f"Gradient norm of the last position's loss with respect to the input t steps earlier, at "
             f"initialization, geometric mean over {seeds} seeds of a batch of {batch} recall sequences of length "
             f"{length}, the models at about {records['Transformer'][0]['parameters']:,} parameters each "
-            f"(widths {', '.join(f'{n} {sizes[n]}' for n in MODELS)}). From t = 0 to t = {at[-1]} the gradient "
-            + ", ".join(f"of the {n} changes by a factor 10^{ratio[n]:.1f}" for n in MODELS)
-            + ". " + _verdict(ratio))
+            f"(widths {', '.join(f'{n} {sizes[n]}' for n in MODELS)}). From t = 1 to the farthest distance "
+            "where it is not 0 in float32, the gradient "
+            + ", ".join(f"of the {n} changes by a factor 10^{ratio[n][0]:.1f} (t = {ratio[n][1]})" for n in MODELS)
+            + ". " + _verdict({n: r[0] for n, r in ratio.items()}, {n: r[2] for n, r in ratio.items()}))
         columns = ["distance t", *[f"{n} ‖∂L/∂x_t‖" for n in MODELS]]
         return Outcome(columns, rows, reading, {"distances": at, "log10_mean_sd": series, "widths": sizes})
 
@@ -102,16 +107,28 @@ class VanishingGradients(Experiment):
                   logx=True, logy=True)
 
 
-def _verdict(ratio: dict[str, float]) -> str:
+def _decay(at: list[int], log_means: list[float]) -> tuple[float, int, int | None]:
+    """(log10 of the gradient at the farthest distance with a finite value over that at t = 1, that distance,
+    the first distance where it underflows to 0 or None). t = 0 is left out: the last input reaches the loss
+    directly, without the recurrence or an attention step."""
+    finite = [i for i in range(1, len(at)) if log_means[i] == log_means[i]]
+    underflow = next((at[i] for i in range(1, len(at)) if log_means[i] != log_means[i]), None)
+    far = finite[-1]
+    return log_means[far] - log_means[1], at[far], underflow
+
+
+def _verdict(ratio: dict[str, float], underflow: dict[str, int | None]) -> str:
     rnn, lstm, transformer = ratio["RNN"], ratio["LSTM"], ratio["Transformer"]
-    parts = []
-    if rnn < -3:
-        parts.append("The RNN's gradient vanishes, as claimed")
-    else:
-        parts.append("The RNN's gradient does not vanish here, against the claim")
-    if lstm > rnn:
-        parts.append(f"the LSTM's falls {'more slowly' if lstm < -1 else 'little'} (it fixes part of it)")
+    parts = [("The RNN's gradient vanishes, as claimed" if rnn < -3 or underflow["RNN"]
+              else "The RNN's gradient does not vanish here, against the claim")
+             + (f" (0 in float32 from t = {underflow['RNN']})" if underflow["RNN"] else "")]
+    if underflow["LSTM"] and (underflow["RNN"] is None or underflow["LSTM"] > underflow["RNN"]):
+        parts.append(f"the LSTM's lasts longer (0 from t = {underflow['LSTM']}) but vanishes too: it fixes part "
+                     "of it, as claimed")
+    elif not underflow["LSTM"] and lstm > rnn:
+        parts.append("the LSTM's falls more slowly: it fixes part of it, as claimed")
     else:
         parts.append("the LSTM's falls as fast, against the claim")
-    parts.append(f"the Transformer's {'stays within a factor 10' if abs(transformer) < 1 else 'changes too'}")
+    flat = "stays within a factor 10" if abs(transformer) < 1 else "changes by more than a factor 10"
+    parts.append(f"the Transformer's {flat} from t = 1 on" + (" (0 somewhere)" if underflow["Transformer"] else ""))
     return "; ".join(parts) + "."
