@@ -220,12 +220,8 @@ def _cmd_export_onnx(args: argparse.Namespace) -> None:
 
 
 def _cmd_export_ct2(args: argparse.Namespace) -> None:
-    from transformer.interop.ct2 import export_model_dir
-    from transformer.model_config import refuse_baseline
-    from transformer.model_dir import read_config
+    from transformer.interop.ct2 import export_model_dir  # it refuses the baselines (model_config.refuse_baseline)
 
-    refuse_baseline(read_config(args.model).model.type, "export-ct2 (a CTranslate2 TransformerSpec)",
-                    "it runs in PyTorch: transformer translate, predict, evaluate, embed, serve")
     out = export_model_dir(args.model, args.out, quantization=args.quantization, weights=args.weights)
     size = (out / "model.bin").stat().st_size / 1e6
     print(f"wrote {out}: model.bin ({size:.1f} MB, {args.quantization}), config.json, vocabulary, tokenizer")

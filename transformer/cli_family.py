@@ -87,7 +87,9 @@ def cmd_embed(args: argparse.Namespace) -> None:
     from transformer.api import load
 
     bundle = load(args.model)
-    if bundle.config.model.type not in ("encoder_only", "bag_of_words", "ngram"):
+    from transformer.model_config import BAG_TYPES
+
+    if bundle.config.model.type not in ("encoder_only", *BAG_TYPES):
         raise ValueError(f"{args.model} holds a model for task {bundle.task!r}; embed needs an encoder-only model "
                          "(task 'mlm' or 'classify') or a bag classifier (model.type bag_of_words or ngram)")
     vectors = bundle.embed(input_lines(args.input), normalize=args.normalize)

@@ -14,8 +14,7 @@ import torch
 
 from transformer.experiments.base import Context, Experiment, Outcome
 from transformer.experiments.data import KEYS, recall_batch
-from transformer.experiments.sequence_models import accuracy, n_parameters, train_for
-from transformer.experiments.vanishing import build, widths
+from transformer.experiments.sequence_models import accuracy, n_parameters, recall_model, recall_widths, train_for
 
 MODELS = ("RNN", "LSTM", "LSTM + attention", "Transformer")
 LEARNING_RATE = 2e-3
@@ -24,7 +23,7 @@ LEARNING_RATE = 2e-3
 def _train_and_score(name: str, width: int, length: int, seconds: float, max_steps: int, n_test: int,
                      seed: int) -> dict:
     torch.manual_seed(seed)
-    model = build(name, width)
+    model = recall_model(name, width)
     trained = train_for(model, lambda g: recall_batch(length, 32, g), seconds=seconds, max_steps=max_steps,
                         lr=LEARNING_RATE, seed=seed)
     inputs, labels = recall_batch(length, n_test, torch.Generator().manual_seed(10_000 + length))
@@ -38,7 +37,7 @@ class LongRange(Experiment):
     def run(self, ctx: Context) -> Outcome:
         lengths = ctx.pick([8, 16], [16, 32, 64, 128, 256, 512])
         seconds, max_steps, n_test = ctx.pick(0.3, 40.0), ctx.pick(3, 100_000), ctx.pick(64, 1000)
-        sizes = widths(MODELS)
+        sizes = recall_widths(MODELS)
         results = {n: [ctx.part(f"{n.replace(' + ', '-')}-L{length}",
                                 lambda n=n, length=length: _train_and_score(n, sizes[n], length, seconds, max_steps,
                                                                             n_test, ctx.seed))

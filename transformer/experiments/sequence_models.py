@@ -129,3 +129,24 @@ def accuracy(model: nn.Module, inputs: Tensor, labels: Tensor, batch_size: int =
     correct = sum(int((model(inputs[i:i + batch_size]).argmax(-1) == labels[i:i + batch_size]).sum())
                   for i in range(0, len(inputs), batch_size))
     return correct / len(inputs)
+
+
+# The models of the recall experiments (long-range, vanishing-gradients), by name: "RNN", "LSTM", "GRU",
+# "LSTM + attention", "Transformer" (2 layers of d_model RECALL_D); recall_widths sizes the recurrent ones to it.
+RECALL_D = 64
+
+
+def recall_model(name: str, width: int | None = None) -> nn.Module:
+    from transformer.experiments.data import KEYS, RECALL_VOCAB
+
+    if name == "Transformer":
+        return TransformerClassifier(RECALL_VOCAB, RECALL_D, KEYS, layers=2, heads=4)
+    cell = name.split(" ")[0].lower()
+    return RecurrentClassifier(RECALL_VOCAB, width, KEYS, cell=cell, attention=name.endswith("attention"))
+
+
+def recall_widths(names: tuple[str, ...]) -> dict[str, int]:
+    """Each model's width: the Transformer's d_model, and for a recurrent one the width of equal parameters."""
+    target = n_parameters(recall_model("Transformer"))
+    return {n: RECALL_D if n == "Transformer" else matched_width(lambda d, n=n: recall_model(n, d), target)
+            for n in names}

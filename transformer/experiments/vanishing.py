@@ -16,30 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from transformer.experiments.base import Context, Experiment, Outcome, spread
-from transformer.experiments.data import KEYS, RECALL_VOCAB, recall_batch
-from transformer.experiments.sequence_models import (
-    RecurrentClassifier,
-    TransformerClassifier,
-    matched_width,
-    n_parameters,
-)
+from transformer.experiments.data import recall_batch
+from transformer.experiments.sequence_models import n_parameters, recall_model, recall_widths
 
 MODELS = ("RNN", "LSTM", "Transformer")
-D_TRANSFORMER = 64
-
-
-def build(name: str, width: int | None = None) -> torch.nn.Module:
-    if name == "Transformer":
-        return TransformerClassifier(RECALL_VOCAB, D_TRANSFORMER, KEYS, layers=2, heads=4)
-    cell = name.split(" ")[0].lower()
-    return RecurrentClassifier(RECALL_VOCAB, width, KEYS, cell=cell, attention=name.endswith("attention"))
-
-
-def widths(names: tuple[str, ...]) -> dict[str, int]:
-    """Each recurrent model's width for the Transformer's parameter count."""
-    target = n_parameters(build("Transformer"))
-    return {n: D_TRANSFORMER if n == "Transformer" else matched_width(lambda d, n=n: build(n, d), target)
-            for n in names}
 
 
 def distances(length: int) -> list[int]:
@@ -48,7 +28,7 @@ def distances(length: int) -> list[int]:
 
 def _gradient_norms(name: str, width: int, length: int, seed: int, batch: int) -> dict:
     torch.manual_seed(seed)
-    model = build(name, width)
+    model = recall_model(name, width)
     ids, keys = recall_batch(length, batch, torch.Generator().manual_seed(seed + 100))
     embedded = model.embedding(ids) if hasattr(model, "embedding") else model.tokens(ids)  # (B, T, D)
     embedded = embedded.detach().requires_grad_(True)
@@ -65,7 +45,7 @@ class VanishingGradients(Experiment):
 
     def run(self, ctx: Context) -> Outcome:
         length, seeds, batch = ctx.pick(33, 257), ctx.pick(2, 5), ctx.pick(8, 32)
-        sizes = widths(MODELS)
+        sizes = recall_widths(MODELS)
         at = distances(length)
         records = {n: [ctx.part(f"{n}-L{length}-seed{s}", lambda n=n, s=s: _gradient_norms(n, sizes[n], length, s,
                                                                                              batch))

@@ -68,6 +68,8 @@ from transformer.data.tokenizer import Tokenizer
 from transformer.decoding import Hypothesis
 from transformer.decoding.protocol import banned_ids, length_limits
 from transformer.inference import Translation
+from transformer.model_config import refuse_baseline
+from transformer.model_dir import read_config
 from transformer.models import EncoderDecoder
 from transformer.nn.positional import sinusoidal_table
 
@@ -266,11 +268,8 @@ def export_model_dir(model_dir: str | Path, out_dir: str | Path | None = None, *
     """Export a model directory (`transformer train` or `import-hf` wrote it) to `out_dir`, by default
     `model_dir/ctranslate2`, where `--engine ctranslate2` looks for it."""
     from transformer.inference import load_model_dir
-    from transformer.model_config import refuse_baseline
-    from transformer.model_dir import read_config
 
-    refuse_baseline(read_config(model_dir).model.type, "CTranslate2 export (a TransformerSpec)",
-                    "translate with `transformer translate --model DIR` (the torch engine) instead")
+    refuse_baseline(read_config(model_dir).model.type, "export-ct2 (a CTranslate2 TransformerSpec)", "run it in torch")
     require_ctranslate2("CTranslate2 export")
     _check_quantization(quantization)
     out = Path(model_dir) / CT2_DIR if out_dir is None else Path(out_dir)
@@ -393,11 +392,7 @@ class Ct2Translator:
 
 def load_ct2_dir(model_dir: str | Path, threads: int = 0) -> tuple[Ct2Translator, RunConfig]:
     """The export in `model_dir/ctranslate2` and the model directory's config (decode and data sections)."""
-    from transformer.model_config import refuse_baseline
-    from transformer.model_dir import read_config
-
-    config = read_config(model_dir)
-    refuse_baseline(config.model.type, "--engine ctranslate2", "use --engine torch (the default)")
+    config = read_config(model_dir)  # a baseline has no export: export_model_dir refuses it
     path = Path(model_dir) / CT2_DIR
     if not (path / META_FILE).is_file():
         raise FileNotFoundError(f"{path} holds no CTranslate2 export; write it first with "

@@ -61,7 +61,7 @@ def _init_linears(*stacks: nn.Module) -> None:
                 nn.init.zeros_(module.bias)
 
 
-def _output_projection(c: ModelConfig, tokens: TokenEmbedding) -> nn.Linear:
+def output_projection(c: ModelConfig, tokens: TokenEmbedding) -> nn.Linear:
     """Hidden states -> logits, sharing the token embedding's matrix when tie_output (section 3.4)."""
     output_proj = nn.Linear(c.d_model, c.tgt_vocab_size, bias=c.output_bias)
     if c.output_bias:
@@ -95,14 +95,14 @@ def build_model(config: ModelConfig) -> EncoderDecoder | DecoderOnly | EncoderOn
         tokens = TokenEmbedding(c.tgt_vocab_size, c.d_model, c.pad_id, c.scale_embedding)
         stack = _stack(c, Encoder, c.n_layers)  # a padding mask only: every token sees the whole segment
         _init_linears(stack)
-        return EncoderOnly(_embedding(c, tokens), stack, _output_projection(c, tokens), c.d_model,
+        return EncoderOnly(_embedding(c, tokens), stack, output_projection(c, tokens), c.d_model,
                            c.type_vocab_size, c.n_classes, c.dropout, c.layer_norm_eps, pad_id=c.pad_id,
                            pooling=c.pooling)
     if c.type == "decoder_only":
         tokens = TokenEmbedding(c.tgt_vocab_size, c.d_model, c.pad_id, c.scale_embedding)
         stack = _stack(c, Encoder, c.n_layers)  # encoder layers; the model gives them a causal mask
         _init_linears(stack)
-        return DecoderOnly(_embedding(c, tokens), stack, _output_projection(c, tokens), pad_id=c.pad_id)
+        return DecoderOnly(_embedding(c, tokens), stack, output_projection(c, tokens), pad_id=c.pad_id)
     encoder, decoder = _stack(c, Encoder, c.n_encoder_layers), _stack(c, Decoder, c.n_decoder_layers)
     _init_linears(encoder, decoder)
     tgt_tokens = TokenEmbedding(c.tgt_vocab_size, c.d_model, c.pad_id, c.scale_embedding)
@@ -110,5 +110,5 @@ def build_model(config: ModelConfig) -> EncoderDecoder | DecoderOnly | EncoderOn
         c.src_vocab_size, c.d_model, c.pad_id, c.scale_embedding
     )
     src_embed, tgt_embed = _embedding(c, src_tokens), _embedding(c, tgt_tokens)
-    return EncoderDecoder(src_embed, tgt_embed, encoder, decoder, _output_projection(c, tgt_tokens), pad_id=c.pad_id,
+    return EncoderDecoder(src_embed, tgt_embed, encoder, decoder, output_projection(c, tgt_tokens), pad_id=c.pad_id,
                           output_scale=c.output_scale)

@@ -224,7 +224,7 @@ def _init_linears(*modules: nn.Module) -> None:
 
 def build_recurrent(config: ModelConfig) -> RecurrentEncoderDecoder:
     """The recurrent encoder-decoder of `config` (type rnn, lstm or gru; module docstring)."""
-    from transformer.models.build import _output_projection  # the Transformer's: tying, output bias, pad logit
+    from transformer.models.build import output_projection  # the Transformer's: tying, output bias, pad logit
 
     c = config
     tgt_tokens = TokenEmbedding(c.tgt_vocab_size, c.d_model, c.pad_id, c.scale_embedding)
@@ -234,4 +234,4 @@ def build_recurrent(config: ModelConfig) -> RecurrentEncoderDecoder:
     decoder = RecurrentDecoder(c.type, tgt_tokens, c.d_model, encoder.output_size, c.n_decoder_layers,
                                c.rnn_attention == "additive", c.rnn_bidirectional, c.dropout)
     _init_linears(decoder.bridge, decoder.combine, *([] if decoder.attention is None else [decoder.attention]))
-    return RecurrentEncoderDecoder(c.type, encoder, decoder, _output_projection(c, tgt_tokens), pad_id=c.pad_id)
+    return RecurrentEncoderDecoder(c.type, encoder, decoder, output_projection(c, tgt_tokens), pad_id=c.pad_id)

@@ -37,14 +37,13 @@ class EmbeddingTable:
 
 def model_embeddings(model, tokenizer) -> EmbeddingTable:
     """The input token embedding matrix of a loaded model (see the module's docstring for which one)."""
-    if hasattr(model, "tgt_embed"):
-        shared = model.src_embed.tokens is model.tgt_embed.tokens
-        side = "target side, shared with the source" if shared else "target side: the decoder's input"
-        return EmbeddingTable(_rows(model.tgt_embed.tokens.weight), tokenizer.target_hf_tokenizer, side)
-    if hasattr(getattr(getattr(model, "decoder", None), "embed", None), "weight"):  # a recurrent encoder-decoder
-        shared = model.encoder.embed is model.decoder.embed
-        side = "target side, shared with the source" if shared else "target side: the decoder's input"
-        return EmbeddingTable(_rows(model.decoder.embed.weight), tokenizer.target_hf_tokenizer, side)
+    from transformer.models.recurrent import RecurrentEncoderDecoder
+
+    sides = ((model.src_embed.tokens, model.tgt_embed.tokens) if hasattr(model, "tgt_embed") else
+             (model.encoder.embed, model.decoder.embed) if isinstance(model, RecurrentEncoderDecoder) else None)
+    if sides is not None:  # an encoder-decoder: the paper's or a recurrent one
+        side = "target side, shared with the source" if sides[0] is sides[1] else "target side: the decoder's input"
+        return EmbeddingTable(_rows(sides[1].weight), tokenizer.target_hf_tokenizer, side)
     if hasattr(model, "embed") and hasattr(model.embed, "tokens"):
         return EmbeddingTable(_rows(model.embed.tokens.weight), tokenizer.hf_tokenizer, "input tokens")
     raise ValueError(f"{type(model).__name__} has no token embedding (an image model reads pixels); give a "
